@@ -1,0 +1,1 @@
+"""Constructs: the state backend, the Proxmox provider, Talos ISOs and Talos VMs."""

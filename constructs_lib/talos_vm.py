@@ -1,0 +1,115 @@
+"""One Talos Linux node as a Proxmox VM, booting its installed disk, the ISO as fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cdktf
+from constructs import Construct
+
+from config import ProxmoxSpec, VmSpec
+from config.schema import VmAdvanced
+from constructs_lib.bindings.proxmox import (
+    VirtualEnvironmentVm,
+    VirtualEnvironmentVmAgent,
+    VirtualEnvironmentVmCdrom,
+    VirtualEnvironmentVmCpu,
+    VirtualEnvironmentVmDisk,
+    VirtualEnvironmentVmEfiDisk,
+    VirtualEnvironmentVmMemory,
+    VirtualEnvironmentVmNetworkDevice,
+    VirtualEnvironmentVmOperatingSystem,
+    VirtualEnvironmentVmSerialDevice,
+    VirtualEnvironmentVmStartup,
+    VirtualEnvironmentVmVga,
+)
+from constructs_lib.talos_iso import TalosIso
+
+TEMPLATE_ADDRESS = 'proxmox_virtual_environment_vm.talos_node["{name}"]'
+DESCRIPTIONS = {
+    "controller": "Talos Linux control plane node",
+    "worker": "Talos Linux worker node",
+}
+
+
+class TalosVm(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        vm: VmSpec,
+        proxmox: ProxmoxSpec,
+        advanced: VmAdvanced,
+        vlan_id: int | None,
+        iso: TalosIso,
+        all_isos: Sequence[TalosIso],
+    ) -> None:
+        super().__init__(scope, id_)
+        self.spec = vm
+        self.vm = VirtualEnvironmentVm(
+            self,
+            "vm",
+            vm_id=vm.vm_id,
+            name=vm.name,
+            node_name=proxmox.node,
+            description=DESCRIPTIONS[vm.role],
+            tags=[*advanced.tags, vm.role],
+            started=True,
+            on_boot=True,
+            bios=advanced.bios,
+            machine=advanced.machine,
+            operating_system=VirtualEnvironmentVmOperatingSystem(type=advanced.ostype),
+            startup=VirtualEnvironmentVmStartup(
+                order=vm.startup_order, up_delay=vm.startup_delay, down_delay=vm.shutdown_delay
+            ),
+            cpu=VirtualEnvironmentVmCpu(
+                cores=vm.cores, sockets=vm.sockets, type=advanced.cpu_type, numa=advanced.numa
+            ),
+            memory=VirtualEnvironmentVmMemory(dedicated=vm.memory, floating=advanced.balloon),
+            agent=VirtualEnvironmentVmAgent(enabled=advanced.qemu_agent),
+            # Talos SecureBoot enrols its own keys, so Microsoft's must not be pre-enrolled.
+            efi_disk=VirtualEnvironmentVmEfiDisk(
+                datastore_id=proxmox.disk_storage, type="4m", pre_enrolled_keys=False
+            ),
+            cdrom=VirtualEnvironmentVmCdrom(file_id=iso.file.id, interface="ide2"),
+            disk=[
+                VirtualEnvironmentVmDisk(
+                    datastore_id=proxmox.disk_storage,
+                    interface="scsi0",
+                    size=vm.disk_size,
+                    file_format="raw",
+                    ssd=advanced.disk_ssd,
+                    discard="on" if advanced.disk_discard else "ignore",
+                    backup=advanced.disk_backup,
+                    replicate=advanced.disk_replicate,
+                    iothread=False,
+                )
+            ],
+            scsi_hardware=advanced.scsi_hw,
+            network_device=[
+                VirtualEnvironmentVmNetworkDevice(
+                    bridge=advanced.network_bridge,
+                    mac_address=vm.mac_address,
+                    model="virtio",
+                    queues=advanced.net_queues,
+                    vlan_id=vlan_id,
+                    mtu=vm.mtu,
+                )
+            ],
+            serial_device=[VirtualEnvironmentVmSerialDevice()],
+            vga=VirtualEnvironmentVmVga(type="std"),
+            boot_order=["scsi0", "ide2"],  # the installed disk first, the ISO as fallback
+            # Talos reboots and ejects media itself; do not fight it on every plan.
+            lifecycle=cdktf.TerraformResourceLifecycle(ignore_changes=["started", "cdrom"]),
+            depends_on=[i.file for i in all_isos],
+        )
+        self.vm.override_logical_id(vm.logical_id)
+
+    @property
+    def address(self) -> str:
+        return f"{self.vm.terraform_resource_type}.{self.spec.logical_id}"
+
+    @property
+    def template_address(self) -> str:
+        return TEMPLATE_ADDRESS.format(name=self.spec.name)

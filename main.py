@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Synthesize cluster.yaml + nodes.yaml into cdktf.out/stacks/<state name>/cdk.tf.json.
+
+Config paths: CLUSTER_CONFIG / NODES_CONFIG (default ./cluster.yaml, ./nodes.yaml).
+Output directory: CDKTF_OUTDIR (default ./cdktf.out). Bad input: one line per problem
+on stderr and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# jsii prints a large end-of-life banner for Node 20 on every run otherwise.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from config import ConfigError, InfraConfig, load_config
+
+EXIT_BAD_INPUT = 2
+
+
+def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
+    """Write the stack; return the path of its cdk.tf.json."""
+    # Imported here so that a config error is reported without starting jsii's node.
+    import cdktf
+
+    from stacks.proxmox_stack import ProxmoxStack
+
+    app = cdktf.App(outdir=outdir) if outdir else cdktf.App()
+    stack_dir = Path(app.outdir) / "stacks" / config.backend.state_name
+    ProxmoxStack(app, config, stack_dir)
+    app.synth()
+    return stack_dir / "cdk.tf.json"
+
+
+def describe(config: InfraConfig, output: Path) -> str:
+    if config.proxmox is None:
+        what = "infrastructure disabled (proxmox_api_url / proxmox_node unset): backend only"
+    else:
+        what = (
+            f"{len(config.vms)} nodes ({len(config.controllers)} controllers, "
+            f"{len(config.workers)} workers), {len(config.isos)} Talos ISOs"
+        )
+    backend = config.backend.http_address or f"local file {config.backend.local_path}"
+    return (
+        f"Synthesized stack '{config.backend.state_name}': {what}\n"
+        f"  output:  {output}\n"
+        f"  state:   {backend}\n"
+        f"  next:    tofu -chdir={output.parent} init && tofu -chdir={output.parent} plan\n"
+    )
+
+
+def main() -> int:
+    try:
+        result = load_config()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} found; nothing was written.",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
+    output = synthesize(result.config)
+    sys.stdout.write(describe(result.config, output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Stacks: compositions of constructs that synthesize to one OpenTofu root module each."""

@@ -1,0 +1,67 @@
+"""The whole stack: state backend, provider, Talos ISOs, one VM per node, and outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cdktf
+from constructs import Construct
+
+from config import InfraConfig
+from constructs_lib.proxmox_provider import Proxmox
+from constructs_lib.state_backend import StateBackend
+from constructs_lib.talos_iso import TalosIso
+from constructs_lib.talos_vm import TalosVm
+from stacks.summary import cluster_summary, next_steps
+
+REQUIRED_VERSION = "~> 1.11.0"
+
+
+class ProxmoxStack(cdktf.TerraformStack):
+    def __init__(self, scope: Construct, config: InfraConfig, stack_dir: Path) -> None:
+        super().__init__(scope, config.backend.state_name)
+        self.config = config
+        self.add_override("terraform.required_version", REQUIRED_VERSION)
+        StateBackend(self, "state", config.backend, stack_dir)
+        self.isos: list[TalosIso] = []
+        self.vms: list[TalosVm] = []
+        if config.proxmox is None:
+            return  # infrastructure disabled: backend only, as the template layout
+        Proxmox(self, "provider", config.proxmox)
+        isos = Construct(self, "isos")
+        by_key = {}
+        for spec in config.isos:
+            by_key[spec.key] = TalosIso(isos, spec.logical_id, spec, config.proxmox)
+        self.isos = list(by_key.values())
+        nodes = Construct(self, "nodes")
+        for vm in config.vms:
+            self.vms.append(TalosVm(
+                nodes, vm.name, vm=vm, proxmox=config.proxmox, advanced=config.advanced,
+                vlan_id=config.vlan_id, iso=by_key[vm.iso.key], all_isos=self.isos,
+            ))
+        self._moved_from_template_layout()
+        self._outputs()
+
+    def _moved_from_template_layout(self) -> None:
+        """State written by the Jinja templates used for_each addresses (and the long,
+        deprecated download-file type): move it, so the first plan destroys nothing."""
+        moves = [{"from": i.template_address, "to": i.address} for i in self.isos]
+        moves += [{"from": v.template_address, "to": v.address} for v in self.vms]
+        self.add_override("moved", moves)
+
+    def _outputs(self) -> None:
+        config = self.config
+        outputs = {
+            "node_vm_ids": {v.spec.name: v.vm.vm_id for v in self.vms},
+            "node_addresses": {v.spec.name: v.spec.address for v in self.vms},
+            "controller_nodes": [v.name for v in config.controllers],
+            "worker_nodes": [v.name for v in config.workers],
+            "talos_iso_files": {
+                i.spec.key: {"id": i.file.id, "file_name": i.file.file_name} for i in self.isos
+            },
+            "talos_version": config.cluster.talos_version,
+            "cluster_summary": cluster_summary(config),
+            "next_steps": next_steps(config),
+        }
+        for name, value in outputs.items():
+            cdktf.TerraformOutput(self, name, value=value)
