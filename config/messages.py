@@ -12,7 +12,7 @@ from config.schema import expected_text
 from config.yaml_source import Loc, YamlSource
 
 _RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-_SECRET_HINTS = ("password", "secret", "token")
+_SECRET_HINTS = ("password", "secret")
 
 
 def dotted(loc: Loc) -> str:

@@ -1,0 +1,57 @@
+"""The synthesized stack, pinned as JSON snapshots (update: pytest --snapshot-update)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BASE_CLUSTER, SCHEMATIC_A, SCHEMATIC_B, ConfigDir, node
+from syrupy.extensions.json import JSONSnapshotExtension
+
+
+@pytest.fixture
+def snapshot_json(snapshot):
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_example_cluster(example_dir: ConfigDir, snapshot_json) -> None:
+    assert example_dir.synth() == snapshot_json
+
+
+def test_single_node(config_dir: ConfigDir, snapshot_json) -> None:
+    config_dir.write(BASE_CLUSTER, [node("solo", 0)])
+    assert config_dir.synth() == snapshot_json
+
+
+def test_mixed_schematics_and_secureboot(config_dir: ConfigDir, snapshot_json) -> None:
+    nodes = [
+        node("cp-0", 0, schematic_id=SCHEMATIC_A),
+        node("cp-1", 1, schematic_id=SCHEMATIC_A, secureboot=True),
+        node("w-0", 2, controller=False, schematic_id=SCHEMATIC_B),
+        node("w-1", 3, controller=False, schematic_id=SCHEMATIC_B, secureboot=True),
+        node("w-2", 4, controller=False, schematic_id=SCHEMATIC_B),
+    ]
+    stack = config_dir.write(BASE_CLUSTER, nodes).synth()
+    assert len(stack["resource"]["proxmox_download_file"]) == 4
+    assert stack == snapshot_json
+
+
+def test_infrastructure_disabled(config_dir: ConfigDir, snapshot_json) -> None:
+    cluster = {k: v for k, v in BASE_CLUSTER.items() if not k.startswith("proxmox_")}
+    config_dir.write({**cluster, "cloudflare_domain": "example.com"}, [node("cp-0", 0)])
+    stack = config_dir.synth()
+    assert "resource" not in stack and "provider" not in stack
+    assert stack == snapshot_json
+
+
+def test_tfstate_url_override(config_dir: ConfigDir, snapshot_json) -> None:
+    cluster = {
+        **BASE_CLUSTER,
+        "cloudflare_domain": "example.com",  # tfstate_url wins over it
+        "tfstate_url": "http://127.0.0.1:8080/",
+        "tfstate_state_name": "lab",
+        "node_vlan_tag": "42",
+        "proxmox_vm_advanced": {"tags": ["lab"], "qemu_agent": False, "disk_discard": False},
+    }
+    config_dir.write(cluster, [node("cp-0", 0, mtu=9000, vm_id=4242)])
+    stack = config_dir.synth(name="lab")
+    assert stack["terraform"]["backend"]["http"]["address"] == "http://127.0.0.1:8080/states/lab"
+    assert stack == snapshot_json
