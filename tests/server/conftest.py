@@ -1,0 +1,103 @@
+"""Fixtures for the tfstate server tests: real server, moto_server and tofu processes."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tfstate_harness import ROOT, Moto, Paths, Server, running_moto, running_server
+
+SETUP_TOOLS = ROOT / "scripts" / "setup-tools"
+TERRAFORM = shutil.which("terraform")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.server)
+
+
+def _parse_exports(text: str) -> dict[str, str]:
+    """`export NAME=value` lines as printed by scripts/setup-tools (shell-quoted, may
+    reference $PATH)."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) != 2 or words[0] != "export" or "=" not in words[1]:
+            continue
+        name, value = words[1].split("=", 1)
+        env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
+    return env
+
+
+@pytest.fixture(scope="session")
+def tools_env() -> dict[str, str]:
+    """PATH and TF_CLI_CONFIG_FILE with OpenTofu, from scripts/setup-tools."""
+    if not SETUP_TOOLS.exists():
+        pytest.fail(f"{SETUP_TOOLS} is missing: it provides the tofu binary these tests need")
+    result = subprocess.run([str(SETUP_TOOLS)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/setup-tools failed ({result.returncode}):\n{result.stderr}")
+    env = _parse_exports(result.stdout)
+    tofu = shutil.which("tofu", path=env.get("PATH", os.environ.get("PATH")))
+    if tofu is None:
+        pytest.fail(f"scripts/setup-tools did not put tofu on PATH:\n{result.stdout}")
+    env["TOFU"] = tofu
+    return env
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    with running_moto(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def _store_url(kind: str, tmp_path: Path, moto: Moto | None) -> tuple[str, dict[str, str]]:
+    if kind == "file":
+        return (tmp_path / "store").as_uri(), {}
+    assert moto is not None
+    return f"s3://{moto.new_bucket()}/team/states", moto.env
+
+
+@pytest.fixture(scope="module", params=["file", "s3"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
+    """(URL, environment) of a new, empty store of each kind."""
+    moto = request.getfixturevalue("moto") if store_kind == "s3" else None
+    return _store_url(store_kind, tmp_path, moto)
+
+
+@pytest.fixture(scope="module")
+def server(
+    store_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """One server per store kind for a whole module: tests use their own state names."""
+    tmp = tmp_path_factory.mktemp(f"server-{store_kind}")
+    moto = request.getfixturevalue("moto") if store_kind == "s3" else None
+    url, env = _store_url(store_kind, tmp, moto)
+    with running_server(url, tmp, **env) as running:
+        yield running
+
+
+@pytest.fixture
+def own_server(store: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[Server]:
+    """A server of its own, for tests that stop it or read its whole log."""
+    url, env = store
+    with running_server(url, tmp_path, **env) as running:
+        yield running
+
+
+@pytest.fixture
+def p() -> Paths:
+    return Paths(f"st-{uuid.uuid4().hex[:10]}")

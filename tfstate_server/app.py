@@ -1,0 +1,298 @@
+"""The HTTP API: the tfstate-worker's routes, plus versions, on aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from tfstate_server import lockinfo
+from tfstate_server.accesslog import access_log_middleware
+from tfstate_server.auth import REALM_HEADER, Credentials
+from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
+from tfstate_server.names import is_valid_name
+from tfstate_server.statebody import (
+    HistoryPolicy,
+    InvalidState,
+    StateConflict,
+    StateMeta,
+    check_md5,
+    parse_state,
+)
+from tfstate_server.storage.base import LockHeld, LockNotHeld, StateKey, Store, WriteRequest
+
+log = logging.getLogger("tfstate_server")
+T = TypeVar("T")
+ANONYMOUS = "anonymous"  # the namespace when auth is off
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    store: Store
+    credentials: Credentials | None  # None: no auth (explicitly asked for)
+    max_state_bytes: int
+    history: HistoryPolicy
+    allow_force_unlock: bool = True
+
+
+CONFIG = web.AppKey("config", ServerConfig)
+Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _locked(holder: LockInfo) -> web.Response:
+    # Clients parse a 423 body as LockInfo to tell the user who holds the lock.
+    return web.Response(status=423, body=holder.to_json(), content_type="application/json")
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is over limit (without reading all of it)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
+# -- state --------------------------------------------------------------------------
+
+
+async def get_state(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
+    body = await _blocking(request.app[CONFIG].store.read_state, key)
+    if body is None:
+        return web.Response(status=204)  # no state yet
+    return web.Response(body=body, content_type="application/json")
+
+
+async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    lock_id = request.query.get("ID") or None
+    request["tfstate_lock"] = lock_id
+    body = await _read_body(request, config.max_state_bytes)
+    if body is None:
+        return _error(413, f"state larger than {config.max_state_bytes} bytes")
+    if not body:
+        return _error(400, "empty body")
+    md5 = request.headers.get("Content-MD5")
+
+    def validate() -> StateMeta:
+        check_md5(body, md5)
+        return parse_state(body)
+
+    try:
+        meta = await _blocking(validate)
+    except InvalidState as exc:
+        return _error(400, str(exc))
+    write = WriteRequest(
+        key=key, body=body, meta=meta, who=request["tfstate_user"], created=lockinfo.now_rfc3339()
+    )
+
+    def store_it() -> int:
+        staged = config.store.stage(write)
+        try:
+            return config.store.commit(
+                staged, lock_id, functools.partial(_check_history, config.history, meta)
+            )
+        finally:
+            staged.discard()  # a no-op once committed
+
+    try:
+        version = await _blocking(store_it)
+    except LockHeld as exc:
+        return _locked(exc.holder)
+    except LockNotHeld:
+        return _error(409, f"lock {lock_id} is not held (was it force-unlocked?)")
+    except StateConflict as exc:
+        return _error(409, str(exc))
+    request["tfstate_version"] = version
+    return web.Response(status=200)
+
+
+def _check_history(policy: HistoryPolicy, new: StateMeta, current: StateMeta | None) -> None:
+    policy.check(current, new)
+
+
+# -- locks --------------------------------------------------------------------------
+
+
+async def get_lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
+    holder = await _blocking(request.app[CONFIG].store.read_lock, key)
+    if holder is None:
+        return web.Response(status=204)
+    return web.Response(body=holder.to_json(), content_type="application/json")
+
+
+async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
+    body = await _read_body(request, lockinfo.MAX_LOCK_BODY)
+    if body is None:
+        return _error(413, "lock body too large")
+    try:
+        info = lockinfo.parse(body)
+    except InvalidLockInfo as exc:
+        return _error(400, str(exc))
+    request["tfstate_lock"] = info.id
+    try:
+        await _blocking(request.app[CONFIG].store.lock, key, info)
+    except LockHeld as exc:
+        return _locked(exc.holder)
+    except StateConflict as exc:
+        return _error(409, str(exc))
+    return web.Response(body=info.to_json(), content_type="application/json")
+
+
+def _unlock_id(body: bytes) -> str:
+    """The ID from an UNLOCK body. Terraform resends its LOCK body; OpenTofu >= 1.10
+    sends LockInfo whose other fields are zero values on force-unlock."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidLockInfo("unlock body is not JSON") from exc
+    lock_id = data.get("ID") if isinstance(data, dict) else None
+    if not isinstance(lock_id, str) or not lock_id:
+        raise InvalidLockInfo("unlock body has no ID")
+    return lock_id
+
+
+async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    body = await _read_body(request, lockinfo.MAX_LOCK_BODY)
+    if body is None:
+        return _error(413, "unlock body too large")
+    lock_id: str | None
+    if body.strip():
+        try:
+            lock_id = _unlock_id(body)
+        except InvalidLockInfo as exc:
+            return _error(400, str(exc))
+        request["tfstate_lock"] = lock_id
+    else:
+        # `terraform force-unlock ID` never sends the ID: an empty body is a force-unlock.
+        lock_id = None
+        request["tfstate_lock"] = "(force)"
+        if not config.allow_force_unlock:
+            holder = await _blocking(config.store.read_lock, key)
+            if holder is None:
+                return web.Response(status=200)
+            return _locked(holder)
+    try:
+        await _blocking(config.store.unlock, key, lock_id)
+    except LockHeld as exc:
+        return _locked(exc.holder)
+    except StateConflict as exc:
+        return _error(409, str(exc))
+    return web.Response(status=200)
+
+
+# -- versions -----------------------------------------------------------------------
+
+
+async def list_versions(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
+    versions = await _blocking(request.app[CONFIG].store.list_versions, key)
+    return _json([v.to_json() for v in versions])
+
+
+async def get_version(request: web.Request, key: StateKey, rest: list[str]) -> web.StreamResponse:
+    if not rest[0].isdigit() or len(rest[0]) > 18:
+        return _error(400, "serial must be a non-negative integer")
+    body = await _blocking(request.app[CONFIG].store.read_version, key, int(rest[0]))
+    if body is None:
+        return _error(404, f"no kept version with serial {rest[0]}")
+    return web.Response(body=body, content_type="application/json")
+
+
+# -- routing ------------------------------------------------------------------------
+
+# (segments after /states/<name>) -> method -> handler
+ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
+    (): {"GET": get_state, "POST": post_state},
+    ("lock",): {
+        "GET": get_lock,
+        "LOCK": lock,
+        "PUT": lock,
+        "UNLOCK": unlock,
+        "DELETE": unlock,
+    },
+    ("versions",): {"GET": list_versions},
+    ("versions", "*"): {"GET": get_version},
+}
+
+
+def _method_not_allowed(methods: Iterable[str]) -> web.Response:
+    response = _error(405, "method not allowed")
+    response.headers["Allow"] = ", ".join(methods)
+    return response
+
+
+def _authenticate(request: web.Request) -> str | None:
+    credentials = request.app[CONFIG].credentials
+    if credentials is None:
+        return ANONYMOUS
+    return credentials.check(request.headers.get("Authorization"))
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    # Route on the raw path and decode each segment alone, so an encoded "/" or ".."
+    # can never become a path separator or a traversal.
+    raw = request.raw_path.split("?", 1)[0]
+    try:
+        segments = [urllib.parse.unquote(s, errors="strict") for s in raw.split("/")[1:]]
+    except UnicodeDecodeError:
+        return _error(400, "path is not UTF-8")
+    if segments == ["health"]:
+        if request.method != "GET":
+            return _method_not_allowed(("GET",))
+        return _json({"status": "ok"})
+    if not segments or segments[0] != "states" or len(segments) < 2:
+        return _error(404, "not found")
+    user = _authenticate(request)
+    if user is None:
+        return web.Response(
+            status=401,
+            headers={"WWW-Authenticate": REALM_HEADER},
+            body=b'{"error":"unauthorized"}',
+            content_type="application/json",
+        )
+    request["tfstate_user"] = user
+    name, rest = segments[1], segments[2:]
+    if not is_valid_name(name):
+        return _error(400, "state name must be one path segment of [A-Za-z0-9._-]")
+    request["tfstate_name"] = name
+    pattern: tuple[str, ...] | None = tuple(rest) if len(rest) <= 1 else None
+    if len(rest) == 2 and rest[0] == "versions":
+        pattern = ("versions", "*")
+    methods = ROUTES.get(pattern) if pattern is not None else None
+    if methods is None:
+        return _error(404, "not found")
+    handler = methods.get(request.method)
+    if handler is None:
+        return _method_not_allowed(methods)
+    return await handler(request, StateKey(user, name), rest[1:])
+
+
+def make_app(config: ServerConfig) -> web.Application:
+    # Bodies are read by the handlers with their own limits.
+    app = web.Application(middlewares=[access_log_middleware], client_max_size=1 << 40)
+    app[CONFIG] = config
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

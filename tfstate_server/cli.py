@@ -1,0 +1,254 @@
+"""Command line: `python -m tfstate_server serve ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from tfstate_server import auth
+from tfstate_server.app import ServerConfig
+from tfstate_server.statebody import HistoryPolicy
+from tfstate_server.storage import DEFAULT_STORE, StoreURLError, open_store
+
+PROG = "tfstate-server"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_MAX_STATE = "64M"
+DEFAULT_KEEP_VERSIONS = 50
+
+EPILOG = """\
+environment:
+  TFSTATE_USERNAME, TFSTATE_PASSWORD
+                        a user for Basic Auth (combined with --credentials-file)
+  AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL), AWS_ACCESS_KEY_ID,
+  AWS_SECRET_ACCESS_KEY, AWS_REGION / AWS_DEFAULT_REGION
+                        for s3:// stores (Cloudflare R2: its endpoint, region
+                        "auto", and AWS_REQUEST_CHECKSUM_CALCULATION and
+                        AWS_RESPONSE_CHECKSUM_VALIDATION set to when_required)
+
+clients point at it with:
+  address        = http://HOST:PORT/states/NAME
+  lock_address   = http://HOST:PORT/states/NAME/lock   (lock_method LOCK)
+  unlock_address = http://HOST:PORT/states/NAME/lock   (unlock_method UNLOCK)
+  and TF_HTTP_USERNAME / TF_HTTP_PASSWORD in the environment.
+"""
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 67108864, 64M, 1G)")
+    factor = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2).upper()]
+    value = int(match.group(1)) * factor
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"size {text!r} is below 1 KiB")
+    return value
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
+    return value
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UsageError(f"--listen {text!r}: {host!r} is not an IPv6 address") from None
+    elif not _HOSTNAME.fullmatch(host):
+        raise UsageError(f"--listen {text!r}: {host!r} is not a host name or address")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="An HTTP state backend for OpenTofu and Terraform, with the "
+        "tfstate-worker's API (states, locks) plus kept versions.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Serve /health, /states/NAME, /states/NAME/lock and "
+        "/states/NAME/versions[/SERIAL] until SIGTERM or SIGINT.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"address to listen on; port 0 picks a free port (default: {DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="URL",
+        help="where states live: file:///abs/dir, file:relative/dir or "
+        f"s3://bucket/prefix (default: {DEFAULT_STORE}, relative to the working directory)",
+    )
+    serve.add_argument(
+        "--credentials-file",
+        type=Path,
+        metavar="PATH",
+        help="file of 'username:password' lines (# comments), in addition to "
+        "TFSTATE_USERNAME/TFSTATE_PASSWORD; each user has its own states",
+    )
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without authentication (only for a loopback address you trust)",
+    )
+    serve.add_argument(
+        "--max-state-bytes",
+        type=_size,
+        default=_size(DEFAULT_MAX_STATE),
+        metavar="SIZE",
+        help=f"refuse larger state bodies with 413; suffixes K, M, G (default: {DEFAULT_MAX_STATE})",
+    )
+    serve.add_argument(
+        "--keep-versions",
+        type=_positive,
+        default=DEFAULT_KEEP_VERSIONS,
+        metavar="N",
+        help=f"versions kept per state (default: {DEFAULT_KEEP_VERSIONS})",
+    )
+    serve.add_argument(
+        "--allow-serial-rollback",
+        action="store_true",
+        help="accept a write whose serial is lower than the stored one (default: 409)",
+    )
+    serve.add_argument(
+        "--allow-lineage-change",
+        action="store_true",
+        help="accept a write whose lineage differs from the stored one (default: 409)",
+    )
+    serve.add_argument(
+        "--no-force-unlock",
+        action="store_true",
+        help="refuse UNLOCK with an empty body (terraform force-unlock) with 423",
+    )
+    serve.add_argument(
+        "--fsync",
+        choices=("all", "state", "none"),
+        default="all",
+        help="file store durability: fsync state writes and locks (all, the default), "
+        "state writes only (locks survive a server crash but maybe not a power loss), "
+        "or nothing (tests and benchmarks)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long to wait for in-flight requests (default: 30)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="info logs one line per request (default: info)",
+    )
+    return parser
+
+
+def _config(args: argparse.Namespace) -> tuple[ServerConfig, str, int]:
+    host, port = parse_listen(args.listen)
+    try:
+        credentials = auth.load(
+            os.environ.get("TFSTATE_USERNAME"),
+            os.environ.get("TFSTATE_PASSWORD"),
+            args.credentials_file,
+        )
+    except auth.CredentialsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.no_auth and credentials:
+        raise UsageError("--no-auth given, but credentials are configured too")
+    if not args.no_auth and not credentials:
+        raise UsageError(
+            "no credentials: set TFSTATE_USERNAME and TFSTATE_PASSWORD, or pass "
+            "--credentials-file (or --no-auth)"
+        )
+    try:
+        store = open_store(
+            args.store,
+            keep_versions=args.keep_versions,
+            sync_state=args.fsync != "none",
+            sync_locks=args.fsync == "all",
+        )
+    except StoreURLError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        store.check_ready()
+    except Exception as exc:
+        raise UsageError(f"--store {args.store!r} is not usable: {exc}") from None
+    config = ServerConfig(
+        store=store,
+        credentials=None if args.no_auth else credentials,
+        max_state_bytes=args.max_state_bytes,
+        history=HistoryPolicy(
+            allow_serial_rollback=args.allow_serial_rollback,
+            allow_lineage_change=args.allow_lineage_change,
+        ),
+        allow_force_unlock=not args.no_force_unlock,
+    )
+    return config, host, port
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tfstate_server.serve import ListenError, serve
+
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("botocore").setLevel(logging.WARNING)
+        config, host, port = _config(args)
+        asyncio.run(serve(config, host, port, args.shutdown_timeout))
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
+        return 2
+    except ListenError as exc:
+        print(f"{PROG}: error: {exc.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

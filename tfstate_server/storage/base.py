@@ -1,0 +1,118 @@
+"""The storage interface the HTTP layer uses. Methods block; the app runs them in threads."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tfstate_server.lockinfo import LockInfo
+from tfstate_server.statebody import StateMeta
+
+
+class LockHeld(Exception):
+    """Another lock holds the state (423 with the holder's LockInfo)."""
+
+    def __init__(self, holder: LockInfo) -> None:
+        super().__init__(holder.id)
+        self.holder = holder
+
+
+class LockNotHeld(Exception):
+    """A write named a lock that nobody holds any more (e.g. force-unlocked): 409."""
+
+
+@dataclass(frozen=True)
+class StateKey:
+    namespace: str  # the user name, as in the tfstate-worker
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int  # increases by one per accepted write
+    serial: int
+    lineage: str
+    size: int
+    created: str
+    who: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "serial": self.serial,
+            "lineage": self.lineage,
+            "size": self.size,
+            "created": self.created,
+            "who": self.who,
+        }
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    key: StateKey
+    body: bytes
+    meta: StateMeta
+    who: str
+    created: str
+
+
+# Called with the stored state's meta (None when there is none) under the store's
+# per-state mutual exclusion; raises StateConflict to refuse the write.
+HistoryCheck = Callable[[StateMeta | None], None]
+
+
+class Staged(abc.ABC):
+    """A write prepared outside the per-state critical section (e.g. a synced temp file)."""
+
+    request: WriteRequest
+
+    @abc.abstractmethod
+    def discard(self) -> None: ...
+
+
+class Store(abc.ABC):
+    url: str
+
+    @abc.abstractmethod
+    def read_state(self, key: StateKey) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def stage(self, request: WriteRequest) -> Staged: ...
+
+    @abc.abstractmethod
+    def commit(self, staged: Staged, lock_id: str | None, check: HistoryCheck) -> int:
+        """Store the staged write as the new state and a new version; returns the version.
+
+        lock_id is the ?ID of the request: if the state is locked it must be the holder's
+        (else LockHeld); if the state is unlocked it must be None (else LockNotHeld)."""
+
+    @abc.abstractmethod
+    def read_lock(self, key: StateKey) -> LockInfo | None: ...
+
+    @abc.abstractmethod
+    def lock(self, key: StateKey, info: LockInfo) -> None:
+        """Take the lock, or succeed if info.id already holds it; else LockHeld."""
+
+    @abc.abstractmethod
+    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+        """Release the lock if lock_id holds it, or any lock if lock_id is None (force);
+        LockHeld if another ID holds it. Unlocking an unlocked state succeeds."""
+
+    @abc.abstractmethod
+    def list_versions(self, key: StateKey) -> list[VersionInfo]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def read_version(self, key: StateKey, serial: int) -> bytes | None:
+        """The newest kept version with this serial."""
+
+    def check_ready(self) -> None:  # noqa: B027 - optional hook
+        """Raise OSError-like errors at startup if the store cannot be used."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

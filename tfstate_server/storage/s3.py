@@ -1,0 +1,277 @@
+"""State in an S3-compatible bucket (Cloudflare R2 in production).
+
+Keys under the prefix, per state:
+    <user>/<name>.tfstate                  the current state, as received (the same key
+                                           the tfstate-worker uses, so its bucket can be
+                                           served as is); metadata: version, serial, ...
+    <user>/<name>.versions/<10 digits>     one object per accepted write
+    <user>/<name>.lock                     the holder's LockInfo, if locked
+
+Several replicas may share a bucket: the lock is taken with a conditional create
+(If-None-Match: *) and released with a conditional delete (If-Match), and the state is
+replaced with If-Match on the ETag that was checked, so serial/lineage checks and lock
+checks hold across replicas.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from tfstate_server import lockinfo
+from tfstate_server.lockinfo import LockInfo
+from tfstate_server.statebody import StateConflict, StateMeta, parse_state
+from tfstate_server.storage.base import (
+    HistoryCheck,
+    LockHeld,
+    LockNotHeld,
+    Staged,
+    StateKey,
+    Store,
+    VersionInfo,
+    WriteRequest,
+)
+
+# Conditional requests lose to a concurrent writer: re-read and retry a few times.
+MAX_ATTEMPTS = 10
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
+_UNSUPPORTED_CODES = {"NotImplemented", "501"}
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
+    return _code(exc) in {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Staged(Staged):
+    def __init__(self, request: WriteRequest) -> None:
+        self.request = request
+
+    def discard(self) -> None:
+        pass
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str, *, keep_versions: int, client: Any | None = None) -> None:
+        self.url = f"s3://{bucket}/{prefix}"
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.keep_versions = keep_versions
+        # Endpoint, region, credentials and the checksum settings R2 needs come from the
+        # usual AWS_* environment variables / config files.
+        self.s3 = client or boto3.client(
+            "s3",
+            config=botocore.config.Config(
+                max_pool_connections=64, retries={"max_attempts": 3, "mode": "standard"}
+            ),
+        )
+
+    # -- keys ------------------------------------------------------------------------
+
+    def _base(self, key: StateKey) -> str:
+        return f"{self.prefix}{key.namespace}/{key.name}"
+
+    def _state_key(self, key: StateKey) -> str:
+        return self._base(key) + ".tfstate"
+
+    def _lock_key(self, key: StateKey) -> str:
+        return self._base(key) + ".lock"
+
+    def _versions_prefix(self, key: StateKey) -> str:
+        return self._base(key) + ".versions/"
+
+    # -- low level -------------------------------------------------------------------
+
+    def _get(self, object_key: str) -> tuple[bytes, str, dict[str, str]] | None:
+        try:
+            reply = self.s3.get_object(Bucket=self.bucket, Key=object_key)
+        except botocore.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        return reply["Body"].read(), reply["ETag"], reply.get("Metadata", {})
+
+    def _version_numbers(self, key: StateKey) -> list[tuple[int, str]]:
+        prefix = self._versions_prefix(key)
+        found = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                tail = item["Key"][len(prefix) :]
+                if tail.isdigit():
+                    found.append((int(tail), item["Key"]))
+        return sorted(found)
+
+    # -- state -----------------------------------------------------------------------
+
+    def read_state(self, key: StateKey) -> bytes | None:
+        got = self._get(self._state_key(key))
+        return None if got is None else got[0]
+
+    def stage(self, request: WriteRequest) -> S3Staged:
+        return S3Staged(request)
+
+    def _current(self, key: StateKey) -> tuple[str, StateMeta, int] | None:
+        """ETag, meta and version of the current state."""
+        got = self._get(self._state_key(key))
+        if got is None:
+            return None
+        body, etag, metadata = got
+        try:
+            meta = StateMeta(int(metadata["serial"]), urllib.parse.unquote(metadata["lineage"]))
+            version = int(metadata["version"])
+        except (KeyError, ValueError):
+            # Written by the tfstate-worker or another tool: derive what we need.
+            meta = parse_state(body)
+            numbers = self._version_numbers(key)
+            version = numbers[-1][0] if numbers else 0
+        return etag, meta, version
+
+    def commit(self, staged: Staged, lock_id: str | None, check: HistoryCheck) -> int:
+        request = staged.request
+        key = request.key
+        for _ in range(MAX_ATTEMPTS):
+            holder = self.read_lock(key)
+            if holder is not None and holder.id != lock_id:
+                raise LockHeld(holder)
+            if holder is None and lock_id is not None:
+                raise LockNotHeld(lock_id)
+            current = self._current(key)
+            check(None if current is None else current[1])
+            version = (current[2] if current else 0) + 1
+            metadata = {
+                "version": str(version),
+                "serial": str(request.meta.serial),
+                "lineage": urllib.parse.quote(request.meta.lineage, safe=""),
+                "created": request.created,
+                "who": request.who,
+            }
+            condition = {"IfMatch": current[0]} if current else {"IfNoneMatch": "*"}
+            try:
+                self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self._state_key(key),
+                    Body=request.body,
+                    ContentType="application/json",
+                    Metadata=metadata,
+                    **condition,
+                )
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _CONFLICT_CODES:
+                    continue  # another replica wrote first: check again against its state
+                raise
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=f"{self._versions_prefix(key)}{version:010d}",
+                Body=request.body,
+                ContentType="application/json",
+                Metadata=metadata,
+            )
+            self._prune(key)
+            return version
+        raise StateConflict("the state changed repeatedly during the write; try again")
+
+    def _prune(self, key: StateKey) -> None:
+        numbers = self._version_numbers(key)
+        old = numbers[: max(0, len(numbers) - self.keep_versions)]
+        for start in range(0, len(old), 1000):
+            batch = [{"Key": object_key} for _, object_key in old[start : start + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def list_versions(self, key: StateKey) -> list[VersionInfo]:
+        result = []
+        for number, object_key in reversed(self._version_numbers(key)):
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=object_key)
+            except botocore.exceptions.ClientError as exc:
+                if _is_missing(exc):
+                    continue  # pruned meanwhile
+                raise
+            metadata = head.get("Metadata", {})
+            result.append(
+                VersionInfo(
+                    version=number,
+                    serial=int(metadata.get("serial", -1)),
+                    lineage=urllib.parse.unquote(metadata.get("lineage", "")),
+                    size=int(head["ContentLength"]),
+                    created=metadata.get("created", ""),
+                    who=metadata.get("who", ""),
+                )
+            )
+        return result
+
+    def read_version(self, key: StateKey, serial: int) -> bytes | None:
+        for version in self.list_versions(key):
+            if version.serial == serial:
+                got = self._get(f"{self._versions_prefix(key)}{version.version:010d}")
+                if got is not None:
+                    return got[0]
+        return None
+
+    # -- locks -----------------------------------------------------------------------
+
+    def _read_lock_with_etag(self, key: StateKey) -> tuple[LockInfo, str] | None:
+        got = self._get(self._lock_key(key))
+        if got is None:
+            return None
+        return lockinfo.from_stored(got[0]), got[1]
+
+    def read_lock(self, key: StateKey) -> LockInfo | None:
+        got = self._read_lock_with_etag(key)
+        return None if got is None else got[0]
+
+    def lock(self, key: StateKey, info: LockInfo) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self._lock_key(key),
+                    Body=info.to_json(),
+                    ContentType="application/json",
+                    IfNoneMatch="*",
+                )
+                return
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) not in _CONFLICT_CODES:
+                    raise
+            holder = self.read_lock(key)
+            if holder is None:
+                continue  # released between our attempt and the read
+            if holder.id == info.id:
+                return  # a retried LOCK whose answer was lost
+            raise LockHeld(holder)
+        raise StateConflict("the lock changed repeatedly; try again")
+
+    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            got = self._read_lock_with_etag(key)
+            if got is None:
+                return
+            holder, etag = got
+            if lock_id is not None and holder.id != lock_id:
+                raise LockHeld(holder)
+            try:
+                self.s3.delete_object(Bucket=self.bucket, Key=self._lock_key(key), IfMatch=etag)
+                return
+            except botocore.exceptions.ClientError as exc:
+                if _code(exc) in _UNSUPPORTED_CODES:
+                    # A service without conditional deletes: the ID check above is the
+                    # best we can do.
+                    self.s3.delete_object(Bucket=self.bucket, Key=self._lock_key(key))
+                    return
+                if _code(exc) not in _CONFLICT_CODES:
+                    raise
+        raise StateConflict("the lock changed repeatedly; try again")
+
+    def check_ready(self) -> None:
+        self.s3.head_bucket(Bucket=self.bucket)
+
+    def close(self) -> None:
+        self.s3.close()
