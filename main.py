@@ -51,16 +51,20 @@ def describe(config: InfraConfig, output: Path) -> str:
     )
 
 
+def report(exc: ConfigError) -> int:
+    """One line per problem on stderr; the exit code for bad input."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    count = len(exc.problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found; nothing was written.", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main() -> int:
     try:
         result = load_config()
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        count = len(exc.problems)
-        print(f"{count} problem{'s' if count != 1 else ''} found; nothing was written.",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return report(exc)
     for warning in result.warnings:
         print(warning, file=sys.stderr)
     output = synthesize(result.config)

@@ -1,0 +1,1 @@
+"""The operator's workflow behind `task`: synth when needed, secrets via sops/age, tofu."""

@@ -1,0 +1,115 @@
+"""`python -m workflow COMMAND [ARGS...]`: what each `task` runs.
+
+Extra arguments after the command go to tofu (`task infra:plan -- -target=...`);
+`--yes` confirms a destructive command without a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from config import ConfigError
+from main import report
+from workflow import secrets as sec
+from workflow.confirm import confirm, split_yes
+from workflow.errors import WorkflowError
+from workflow.synth import ensure_synth, load, synth
+from workflow.tofu import Tofu
+from workflow.toolchain import tools_env
+from workflow.verify_nodes import verify
+from workflow.workspace import Workspace
+
+TOFU_COMMANDS = ("init", "plan", "apply", "apply-auto", "destroy", "output", "state-list",
+                 "force-unlock", "validate")
+
+
+def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
+    config = load(ws)
+    output = ensure_synth(ws, config)
+    env = tools_env()
+    secrets = sec.decrypt(ws, env)
+    if config.backend.http_address and not secrets.has_state_credentials:
+        print(f"note: no state credentials in {ws.secrets} (TF_HTTP_USERNAME/PASSWORD unset); "
+              "put tfstate_password in cluster.yaml and run `task configure`", file=sys.stderr)
+    tofu = Tofu(output.parent, {**env, **secrets.tofu_env()})
+    if need_init:
+        tofu.ensure_init()
+    return tofu
+
+
+def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
+    yes, args = split_yes(args)
+    if command == "init":
+        return _tofu(ws, need_init=False).run("init", "-input=false", *args)
+    if command == "force-unlock":
+        if len(args) != 1 or not args[0]:
+            raise WorkflowError("force-unlock needs the lock id: task infra:force-unlock LOCK_ID=<id>")
+        tofu = _tofu(ws)
+        confirm(f"force-unlock state lock {args[0]}", yes)
+        return tofu.run("force-unlock", "-force", args[0])
+    tofu = _tofu(ws)
+    if command == "plan":
+        return tofu.plan(args)
+    if command == "apply":
+        return tofu.apply_saved_plan(args)
+    if command == "apply-auto":
+        confirm("apply changes without a saved plan", yes)
+        return tofu.run("apply", "-input=false", "-auto-approve", *args)
+    if command == "destroy":
+        confirm("DESTROY every VM and ISO in this stack", yes)
+        return tofu.run("destroy", "-input=false", "-auto-approve", *args)
+    if command == "state-list":
+        return tofu.run("state", "list", *args)
+    return tofu.run(command, *args)  # output, validate
+
+
+def configure(ws: Workspace) -> int:
+    """Validate, synthesize, encrypt the credentials, and init when they allow it."""
+    config = load(ws)
+    synth(ws, config)
+    from_cluster = sec.Secrets.from_cluster(config.cluster)
+    env = tools_env()
+    if from_cluster.any:
+        sec.encrypt(from_cluster, ws, env)
+        print(f"encrypted {len(from_cluster.as_dict())} credential values into {ws.secrets}",
+              file=sys.stderr)
+    elif ws.secrets.exists():
+        print(f"no credentials in {ws.cluster}; keeping {ws.secrets}", file=sys.stderr)
+    else:
+        print(f"no credentials in {ws.cluster}: nothing to encrypt", file=sys.stderr)
+    if config.backend.http_address is None or sec.decrypt(ws, env).has_state_credentials:
+        return run_tofu("init", [], ws)
+    print("no state credentials: skipping infra:init", file=sys.stderr)
+    return 0
+
+
+def secrets_edit(ws: Workspace) -> int:
+    return sec.edit(ws, tools_env())
+
+
+COMMANDS: dict[str, Callable[[Workspace, list[str]], int]] = {
+    "synth": lambda ws, _args: (synth(ws, load(ws)), 0)[1],
+    "configure": lambda ws, _args: configure(ws),
+    "secrets-edit": lambda ws, _args: secrets_edit(ws),
+    "verify-nodes": lambda ws, _args: verify(load(ws)),
+    **{name: (lambda ws, args, name=name: run_tofu(name, args, ws)) for name in TOFU_COMMANDS},
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workflow", description=__doc__)
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to tofu")
+    ns = parser.parse_args(argv)
+    try:
+        return COMMANDS[ns.command](Workspace.from_env(), list(ns.args))
+    except ConfigError as exc:
+        return report(exc)
+    except WorkflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,163 @@
+"""Credentials: cluster.yaml -> secrets.sops.yaml (sops + age) -> tofu's environment.
+
+Plaintext only ever travels through pipes: sops reads it on stdin when encrypting and
+writes it to stdout when decrypting; it is never written to a file or put on a command
+line (visible in `ps`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import yaml
+
+from config.schema import ClusterFile
+from workflow.errors import WorkflowError
+from workflow.workspace import Workspace
+
+TIMEOUT = 60
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    tfstate_username: str | None = None
+    tfstate_password: str | None = None
+    proxmox_api_token_id: str | None = None
+    proxmox_api_token_secret: str | None = None
+
+    def __repr__(self) -> str:  # never print the values by accident
+        present = [f.name for f in fields(self) if getattr(self, f.name)]
+        return f"Secrets(present={present})"
+
+    @classmethod
+    def from_cluster(cls, cluster: ClusterFile) -> Secrets:
+        return cls(
+            tfstate_username=cluster.tfstate_username if cluster.tfstate_password else None,
+            tfstate_password=_reveal(cluster.tfstate_password),
+            proxmox_api_token_id=cluster.proxmox_api_token_id,
+            proxmox_api_token_secret=_reveal(cluster.proxmox_api_token_secret),
+        )
+
+    @property
+    def has_state_credentials(self) -> bool:
+        return bool(self.tfstate_username and self.tfstate_password)
+
+    @property
+    def has_proxmox_token(self) -> bool:
+        return bool(self.proxmox_api_token_id and self.proxmox_api_token_secret)
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def as_dict(self) -> dict[str, str]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name))}
+
+    def tofu_env(self) -> dict[str, str]:
+        env = {}
+        if self.has_state_credentials:
+            env["TF_HTTP_USERNAME"] = str(self.tfstate_username)
+            env["TF_HTTP_PASSWORD"] = str(self.tfstate_password)
+        if self.has_proxmox_token:
+            env["PROXMOX_VE_API_TOKEN"] = f"{self.proxmox_api_token_id}={self.proxmox_api_token_secret}"
+        return env
+
+
+def _reveal(value: object) -> str | None:
+    return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+
+def _tool(name: str, env: Mapping[str, str]) -> str:
+    found = shutil.which(name, path=env.get("PATH"))
+    if not found:
+        raise WorkflowError(f"{name} not found on PATH (scripts/setup-tools --sops provides it)")
+    return found
+
+
+def _sops_env(ws: Workspace, env: Mapping[str, str]) -> dict[str, str]:
+    return {**env, "SOPS_AGE_KEY_FILE": str(ws.age_key.resolve())}
+
+
+def ensure_age_key(ws: Workspace, env: Mapping[str, str]) -> str:
+    """The age public key (recipient); creates the key file on first use."""
+    if not ws.age_key.exists():
+        ws.age_key.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([_tool("age-keygen", env), "-o", str(ws.age_key)], capture_output=True,
+                              text=True, timeout=TIMEOUT, check=False)
+        if proc.returncode != 0:
+            raise WorkflowError(f"age-keygen could not create {ws.age_key}: {proc.stderr.strip()}")
+        ws.age_key.chmod(0o600)
+        print(f"WARNING: created a new age key at {ws.age_key}. Back it up somewhere safe (a "
+              "password manager): without it secrets.sops.yaml cannot be decrypted. It is "
+              "gitignored; never commit it.", file=sys.stderr)
+    proc = subprocess.run([_tool("age-keygen", env), "-y", str(ws.age_key)], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    if proc.returncode != 0:
+        raise WorkflowError(f"{ws.age_key} is not a valid age key file (age-keygen -y failed); "
+                            "point SOPS_AGE_KEY_FILE at your key")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
+    """Write ws.secrets, encrypted to the age key; atomically, so a failure keeps the old."""
+    recipient = ensure_age_key(ws, env)
+    plaintext = yaml.safe_dump(secrets.as_dict(), sort_keys=True)
+    proc = subprocess.run(
+        [_tool("sops", env), "--encrypt", "--age", recipient, "--input-type", "yaml",
+         "--output-type", "yaml", "/dev/stdin"],
+        input=plaintext, capture_output=True, text=True, env=_sops_env(ws, env), timeout=TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise WorkflowError(f"sops could not encrypt {ws.secrets}: {_first_line(proc.stderr)}")
+    tmp = ws.secrets.with_name(ws.secrets.name + ".tmp")
+    tmp.write_text(proc.stdout)
+    os.replace(tmp, ws.secrets)
+
+
+def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
+    """The secrets in ws.secrets, or empty ones when the file does not exist."""
+    if not ws.secrets.exists():
+        return Secrets()
+    if not ws.age_key.exists():
+        raise WorkflowError(
+            f"cannot decrypt {ws.secrets}: age key file {ws.age_key} not found; set "
+            "SOPS_AGE_KEY_FILE to the key that encrypted it (or restore it from your backup)"
+        )
+    proc = subprocess.run(
+        [_tool("sops", env), "--decrypt", "--output-type", "json", str(ws.secrets)],
+        capture_output=True, text=True, env=_sops_env(ws, env), timeout=TIMEOUT, check=False,
+    )
+    if proc.returncode != 0:
+        if "Failed to get the data key" in proc.stderr or "did not match" in proc.stderr:
+            raise WorkflowError(
+                f"cannot decrypt {ws.secrets}: the age key {ws.age_key} is not one it was "
+                "encrypted to; set SOPS_AGE_KEY_FILE to the right key, or put the secrets in "
+                "cluster.yaml and run `task configure` to encrypt them to this key"
+            )
+        raise WorkflowError(f"cannot decrypt {ws.secrets}: {_first_line(proc.stderr)}")
+    data = json.loads(proc.stdout or "{}")
+    known = {f.name for f in fields(Secrets)}
+    return Secrets(**{k: str(v) for k, v in data.items() if k in known and v is not None})
+
+
+def edit(ws: Workspace, env: Mapping[str, str]) -> int:
+    """`sops edit` (sops' own editor flow, $EDITOR) for rotating credentials."""
+    if not ws.secrets.exists():
+        raise WorkflowError(f"{ws.secrets} does not exist yet: put the credentials in "
+                            "cluster.yaml and run `task configure` first")
+    ensure_age_key(ws, env)
+    return subprocess.run([_tool("sops", env), "edit", str(ws.secrets)], env=_sops_env(ws, env),
+                          check=False).returncode
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+

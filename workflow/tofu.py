@@ -1,0 +1,72 @@
+"""Run tofu in the synthesized stack directory with credentials only in its environment."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from workflow.errors import WorkflowError
+
+PLAN_FILE = "tfplan"
+PLAN_STAMP = "tfplan.config-sha256"  # which cdk.tf.json the saved plan was made from
+
+# As the template setup's Taskfile: Cloudflare R2 rejects the AWS SDK's default checksums.
+R2_WORKAROUND = {
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+}
+
+
+class Tofu:
+    def __init__(self, stack_dir: Path, env: Mapping[str, str]) -> None:
+        self.stack_dir = stack_dir
+        self.env = {**R2_WORKAROUND, **env}
+
+    def run(self, *args: str) -> int:
+        argv = ["tofu", f"-chdir={self.stack_dir}", *args]
+        try:
+            return subprocess.run(argv, env=self.env, check=False).returncode
+        except FileNotFoundError as exc:
+            raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
+
+    def ensure_init(self) -> None:
+        if not (self.stack_dir / ".terraform").exists():
+            self.checked("init", "-input=false")
+
+    def checked(self, *args: str) -> None:
+        code = self.run(*args)
+        if code != 0:
+            raise TofuFailed(code)
+
+    # --- plan / apply with a guard against stale plans ---------------------------------
+    def config_digest(self) -> str:
+        return hashlib.sha256((self.stack_dir / "cdk.tf.json").read_bytes()).hexdigest()
+
+    def plan(self, args: Sequence[str]) -> int:
+        stamp = self.stack_dir / PLAN_STAMP
+        stamp.unlink(missing_ok=True)
+        code = self.run("plan", "-input=false", f"-out={PLAN_FILE}", *args)
+        if code in (0, 2):  # 2: -detailed-exitcode with changes
+            stamp.write_text(self.config_digest() + "\n")
+        return code
+
+    def apply_saved_plan(self, args: Sequence[str]) -> int:
+        plan, stamp = self.stack_dir / PLAN_FILE, self.stack_dir / PLAN_STAMP
+        if not plan.exists() or not stamp.exists():
+            raise WorkflowError("no saved plan: run `task infra:plan` first")
+        if stamp.read_text().strip() != self.config_digest():
+            raise WorkflowError(
+                "the saved plan was made from a different synthesized config (cdk.tf.json "
+                "changed since `task infra:plan`); run `task infra:plan` again and review it"
+            )
+        code = self.run("apply", "-input=false", *args, PLAN_FILE)
+        stamp.unlink(missing_ok=True)  # a plan applies once
+        return code
+
+
+class TofuFailed(WorkflowError):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"tofu exited with code {code}")
+        self.exit_code = code
