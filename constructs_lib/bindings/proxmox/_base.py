@@ -38,6 +38,23 @@ def to_terraform(value: Any) -> Any:
     return value
 
 
+def object_list(values: Sequence[Any]) -> list[dict[str, Any]]:
+    """A list-of-objects *attribute* (SDK `ConfigModeAttr`, e.g. the VM's network_device).
+
+    In HCL such an attribute may be written as blocks and tofu fills the missing keys
+    with null; in JSON syntax tofu reads it as an attribute value, whose object type
+    needs every key. So every field is written, unset ones as an explicit null (which
+    the provider treats as unset, as it does in the HCL form).
+    """
+    return [
+        {
+            f.name: cdktf.Token.null_value() if (v := getattr(item, f.name)) is None else to_terraform(v)
+            for f in dataclasses.fields(item)
+        }
+        for item in values
+    ]
+
+
 def attributes(**values: Any) -> dict[str, Any]:
     """The attributes of a resource or provider block, unset ones left out."""
     return {k: to_terraform(v) for k, v in values.items() if v is not None}

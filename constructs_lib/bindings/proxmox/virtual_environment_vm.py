@@ -13,7 +13,7 @@ from typing import Any
 import cdktf
 from constructs import Construct
 
-from constructs_lib.bindings.proxmox._base import GENERATOR_METADATA, attributes
+from constructs_lib.bindings.proxmox._base import GENERATOR_METADATA, attributes, object_list
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,15 +94,20 @@ class VirtualEnvironmentVmDisk:
 
 @dataclass(frozen=True, kw_only=True)
 class VirtualEnvironmentVmNetworkDevice:
+    """An element of `network_device`, an attribute (not a block) in the provider's
+    schema: it is written with every key, unset ones as null (see `object_list`)."""
+
     bridge: str | None = None
-    model: str | None = None
+    disconnected: bool | None = None
+    enabled: bool | None = None
+    firewall: bool | None = None
     mac_address: str | None = None
-    vlan_id: int | None = None
+    model: str | None = None
     mtu: int | None = None
     queues: int | None = None
-    firewall: bool | None = None
     rate_limit: float | None = None
     trunks: str | None = None
+    vlan_id: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +173,8 @@ class VirtualEnvironmentVm(cdktf.TerraformResource):
             timeout_start_vm=timeout_start_vm, timeout_shutdown_vm=timeout_shutdown_vm,
             timeout_stop_vm=timeout_stop_vm, timeout_reboot=timeout_reboot, agent=agent,
             cdrom=cdrom, cpu=cpu, disk=disk, efi_disk=efi_disk, memory=memory,
-            network_device=network_device, operating_system=operating_system,
+            network_device=None if network_device is None else object_list(network_device),
+            operating_system=operating_system,
             serial_device=serial_device, startup=startup, vga=vga,
         )
 
