@@ -1,0 +1,255 @@
+"""fakepve (PyPI, AGPL, a test-only dependency) served on 127.0.0.1 with an API token.
+
+    with FakePveServer() as pve:
+        env["PROXMOX_VE_API_TOKEN"] = pve.api_token   # user@realm!tokenid=secret
+        ... tofu apply against pve.url (insecure: the certificate is self-signed) ...
+        vms = pve.call(lambda p: [vm.config for vm in p.vms])
+
+The fake runs on its own asyncio loop in a daemon thread of this process; `call` runs
+a function on that loop, so reading or changing the fake's state (faults included) never
+races with a request in flight. The token secret is random per server and only ever
+passed to child processes through their environment.
+
+Where fakepve 0.5.0 differs from Proxmox VE in ways the bpg provider notices, the
+`HarnessPve` subclass below fills the gap (each is a documented workaround, not a
+change of what is being tested):
+
+- A VM created through the API has no guest agent (`vm.agent is None`), so the agent
+  answers "QEMU guest agent is not running" for ever and the provider, whose `agent`
+  is enabled as a real Talos VM wants it, waits its whole `agent.timeout` (15 min).
+  Here a running VM whose config enables the agent gets one, as a booted Talos with the
+  qemu-guest-agent extension has: it reports an interface with the VM's own MAC and
+  the address the harness was told for that MAC (`guest_addresses`).
+- A path with a trailing slash misses fakepve's stateful routes and falls to its
+  schema-driven catch-all, which answers with a plausible result and stores nothing.
+  The provider deletes a VM with `DELETE /nodes/{node}/qemu/{vmid}/` (real PVE ignores
+  the slash), so fakepve reported the deletion as done, kept the VM, and the provider
+  polled for it to disappear until its timeout. Here such a request goes to the same
+  handler as the path without the slash.
+- `GET /nodes/{node}/query-url-metadata` answers `{}`; the provider then sees a
+  remote file of unknown size on every refresh. Here it answers the file name, the
+  1 MiB size fakepve's downloads have, and an ISO MIME type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import secrets
+import shutil
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fakepve import FakePve
+from fakepve.certs import make_cert
+from fakepve.server import GENERIC, USER, ok, params
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0
+CALL_TIMEOUT = 60.0
+# fakepve's download-url stores a file of this size unless the request says otherwise.
+FAKE_DOWNLOAD_SIZE = 1024**2
+TOKEN_USER = "root@pam"
+TOKEN_NAME = "e2e"
+
+T = TypeVar("T")
+
+
+def _agent_enabled(value: Any) -> bool:
+    """PVE's `agent` option: `1`, `enabled=1,...` or `1,fstrim_cloned_disks=1`."""
+    first = str(value or "0").split(",")[0]
+    return first.split("=")[-1] in ("1", "true", "on", "yes")
+
+
+def _net_mac(value: Any) -> str | None:
+    """The MAC of a `net0` value: `virtio=BC:24:11:00:00:10,bridge=vmbr0,...`."""
+    for part in str(value).split(","):
+        key, _, val = part.partition("=")
+        if key == "macaddr" or (len(val) == 17 and val.count(":") == 5 and key != "bridge"):
+            return val
+    return None
+
+
+class HarnessPve(FakePve):  # type: ignore[misc]
+    """FakePve with the two gaps above filled (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lower-case MAC -> IPv4 address the simulated guest agent reports.
+        self.guest_addresses: dict[str, str] = {}
+        # False: behave as fakepve does (no agent on new VMs), to test the provider's wait.
+        self.simulate_agent = True
+
+    async def _generic(self, request: Any) -> Any:
+        match = request[GENERIC]
+        if match is not None and request.path.endswith("/"):
+            handler = self._stateful_handlers().get((request.method, match.template))
+            if handler is not None:
+                user = request[USER]
+
+                async def call(_match: Any, values: dict[str, Any]) -> Any:
+                    return await handler(values, user)
+                return ok(await self.answer(request, match, await params(request), user, call))
+        return await super()._generic(request)
+
+    def _stateful_handlers(self) -> dict[tuple[str, str], Callable[..., Any]]:
+        """(method, schema template) -> handler of every `_routes_*` table."""
+        table = {}
+        for name in dir(self):
+            if name.startswith("_routes_") and name != "_routes_harness":
+                for method, template, handler in getattr(self, name)():
+                    table[(method, template)] = handler
+        return table
+
+    def _routes_harness(self) -> list[tuple[str, str, Callable[..., Any]]]:
+        # Registered by fakepve's StatefulRoutes (every `_routes_*` method), ahead of the
+        # schema's catch-all handler.
+        return [("GET", "/nodes/{node}/query-url-metadata", self._url_metadata)]
+
+    async def _url_metadata(self, values: dict[str, Any], user: str) -> dict[str, Any]:
+        name = Path(urllib.parse.urlsplit(str(values.get("url", ""))).path).name or "download"
+        return {"filename": name, "size": FAKE_DOWNLOAD_SIZE, "mimetype": "application/x-iso9660-image"}
+
+    async def _agent_call(self, match: Any, values: dict[str, Any]) -> Any:
+        vm = self.vm(int(values["vmid"]))
+        if (self.simulate_agent and vm is not None and vm.agent is None and vm.status == "running"
+                and _agent_enabled(vm.config.get("agent"))):
+            vm.agent = {"interfaces": self._interfaces(vm)}
+        return await super()._agent_call(match, values)
+
+    def _interfaces(self, vm: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{
+            "name": "lo", "hardware-address": "00:00:00:00:00:00",
+            "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}],
+        }]
+        for key in sorted(k for k in vm.config if k.startswith("net") and k[3:].isdigit()):
+            mac = (_net_mac(vm.config[key]) or "").lower()
+            if not mac:
+                continue
+            address = self.guest_addresses.get(mac) or str(
+                ipaddress.IPv4Address("192.0.2.0") + (vm.vmid % 250) + 1)
+            out.append({
+                "name": f"eth{key[3:]}", "hardware-address": mac,
+                "ip-addresses": [{"ip-address": address, "ip-address-type": "ipv4", "prefix": 24}],
+            })
+        return out
+
+
+class FakePveServer:
+    """A HarnessPve listening on https://127.0.0.1:<free port>, token registered.
+
+    time_scale 0 (the default) finishes every PVE task before its request returns; a
+    positive value makes fakepve's simulated durations (shutdowns, lock waits) real
+    seconds times the scale.
+    """
+
+    def __init__(self, *, time_scale: float = 0.0, host: str = HOST) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="devenv-fakepve-"))
+        self.certfile, keyfile, _ = make_cert(str(self._tmp), hosts=(host,))
+        self.pve = HarnessPve(user="root@pam", password=secrets.token_urlsafe(16), host=host, port=0)
+        self.pve.time_scale = time_scale
+        self.token_id = f"{TOKEN_USER}!{TOKEN_NAME}"
+        self._token_secret = secrets.token_hex(16)
+        self.pve.apitokens[self.token_id] = self._token_secret
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="devenv-fakepve", daemon=True)
+        self._started = False
+        try:
+            self._thread.start()
+            self._await(self.pve.start(self.certfile, keyfile), START_TIMEOUT)
+            self._started = True
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            # The key is loaded into the server; nothing else needs it.
+            Path(keyfile).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def url(self) -> str:
+        """https://127.0.0.1:<port>, the provider's `endpoint`."""
+        return str(self.pve.url)
+
+    @property
+    def api_token(self) -> str:
+        """`user@realm!tokenid=secret`, for PROXMOX_VE_API_TOKEN (environment only)."""
+        return f"{self.token_id}={self._token_secret}"
+
+    @property
+    def token_secret(self) -> str:
+        return self._token_secret
+
+    def call(self, fn: Callable[[HarnessPve], T], timeout: float = CALL_TIMEOUT) -> T:
+        """fn(pve) on the server's loop: a consistent view, no race with requests."""
+        async def run() -> T:
+            return fn(self.pve)
+        return self._await(run(), timeout)
+
+    def run(self, coro_fn: Callable[[HarnessPve], Any], timeout: float = CALL_TIMEOUT) -> Any:
+        """Await coro_fn(pve) on the server's loop (fakepve's async scenarios)."""
+        async def run() -> Any:
+            return await coro_fn(self.pve)
+        return self._await(run(), timeout)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once the server answers /version with the token (it does once started)."""
+        import json
+        import ssl
+        import time
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=self.certfile)
+        request = urllib.request.Request(
+            f"{self.url}/api2/json/version", headers={"Authorization": f"PVEAPIToken={self.api_token}"})
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(request, context=ctx, timeout=5) as response:
+                    json.load(response)
+                    return
+            except OSError as exc:
+                last = exc
+                time.sleep(0.1)
+        raise RuntimeError(f"fakepve at {self.url} did not answer within {timeout} s: {last}")
+
+    # -------------------------------------------------------------- lifecycle
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _await(self, coro: Any, timeout: float) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError(f"fakepve call did not finish within {timeout} s") from None
+
+    def stop(self) -> None:
+        """Stop listening, stop the loop's thread, remove the certificate files."""
+        try:
+            if self._started:
+                self._started = False
+                self._await(self.pve.stop(), START_TIMEOUT)
+        finally:
+            if self._thread.is_alive():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(START_TIMEOUT)
+            if not self._thread.is_alive() and not self._loop.is_closed():
+                self._loop.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> FakePveServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

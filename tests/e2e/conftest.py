@@ -1,0 +1,71 @@
+"""Fixtures of the end-to-end suite: the tools, a fakepve per module, workspaces.
+
+The tools come from scripts/setup-tools, which the session calls itself (idempotent,
+cached outside the repository; the first run on a machine builds tofu and the provider
+from Go modules). If it cannot, the suite fails with its message: it never skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devenv.fakepve import FakePveServer
+from devenv.state_server import StateServer
+from devenv.tools import Tools, ToolsError, ensure_tools
+from devenv.workspace import HttpState, Workspace, example_nodes
+
+WorkspaceFactory = Callable[..., Workspace]
+
+
+@pytest.fixture(scope="session")
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
+    log = tmp_path_factory.mktemp("tools") / "setup-tools.log"
+    try:
+        return ensure_tools(log=log)
+    except ToolsError as exc:
+        pytest.fail(f"the end-to-end tests need tofu and the bpg provider: {exc}\n"
+                    f"Run scripts/setup-tools yourself to see its progress (log: {log}).", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def http_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
+    """This project's tfstate server on loopback; every e2e workspace keeps its state there."""
+    with StateServer(tmp_path_factory.mktemp("tfstate")) as state:
+        yield state
+
+
+@pytest.fixture(scope="module")
+def pve() -> Iterator[FakePveServer]:
+    """One fakepve per test module (time scale 0: tasks finish at once)."""
+    server = FakePveServer()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def guest_addresses(nodes: list[dict]) -> dict[str, str]:
+    """MAC -> node address, for the simulated guest agent."""
+    return {str(n["mac_addr"]).lower(): str(n["address"]) for n in nodes}
+
+
+@pytest.fixture
+def make_workspace(tmp_path: Path, tools: Tools, http_state: HttpState,
+                   request: pytest.FixtureRequest) -> WorkspaceFactory:
+    """Workspace(s) under this test's tmp_path, state in the state server under a name
+    unique to the test."""
+    count = 0
+
+    def make(pve: FakePveServer, name: str = "ws") -> Workspace:
+        nonlocal count
+        count += 1
+        state_name = f"{request.node.name}-{count}".replace("[", "-").replace("]", "")
+        state_name = "".join(c if c.isalnum() or c in "._-" else "-" for c in state_name)[:100]
+        pve.call(lambda p: p.guest_addresses.update(guest_addresses(example_nodes())))
+        return Workspace(tmp_path / name, tools, pve, state=http_state, state_name=state_name)
+
+    return make
