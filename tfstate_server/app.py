@@ -16,6 +16,7 @@ from aiohttp import web
 from tfstate_server import lockinfo
 from tfstate_server.accesslog import access_log_middleware
 from tfstate_server.auth import REALM_HEADER, Credentials
+from tfstate_server.drain import Drain
 from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
 from tfstate_server.names import is_valid_name
 from tfstate_server.statebody import (
@@ -290,9 +291,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await handler(request, StateKey(user, name), rest[1:])
 
 
-def make_app(config: ServerConfig) -> web.Application:
+def make_app(config: ServerConfig, drain: Drain | None = None) -> web.Application:
+    middlewares = [access_log_middleware] + ([drain.middleware] if drain else [])
     # Bodies are read by the handlers with their own limits.
-    app = web.Application(middlewares=[access_log_middleware], client_max_size=1 << 40)
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[CONFIG] = config
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from tfstate_server.app import ServerConfig, make_app
+from tfstate_server.drain import Drain
 
 log = logging.getLogger("tfstate_server")
 IO_THREADS = 32
@@ -27,7 +28,9 @@ async def serve(config: ServerConfig, host: str, port: int, shutdown_timeout: fl
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(make_app(config), access_log=None, shutdown_timeout=shutdown_timeout)
+    drain = Drain()
+    app = make_app(config, drain)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -40,10 +43,13 @@ async def serve(config: ServerConfig, host: str, port: int, shutdown_timeout: fl
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             log.info("listening on http://%s:%d store=%s", shown, bound_port, config.store.url)
         await stop.wait()
-        log.info("shutting down: finishing in-flight requests")
+        await site.stop()  # no new connections
+        log.info("shutting down: finishing %d in-flight request(s)", drain.active)
+        if not await drain.wait_idle(shutdown_timeout):
+            log.warning("requests still running after %.0fs; closing anyway", shutdown_timeout)
     finally:
-        # Stops accepting, waits up to shutdown_timeout for running handlers, and
-        # the executor then finishes any store call already started.
+        # Closes connections (waiting for handlers once more); the executor then
+        # finishes any store call already started.
         await runner.cleanup()
         executor.shutdown(wait=True)
         config.store.close()

@@ -312,6 +312,8 @@ resource "terraform_data" "fast" {
 
 resource "terraform_data" "slow" {
   input = "${var.label}-${var.sleep}"
+  # Recreated on every change, so the provisioner (the slow part) runs again.
+  triggers_replace = [var.label, var.sleep]
   provisioner "local-exec" {
     command = "sleep ${var.sleep}"
   }
