@@ -1,0 +1,69 @@
+"""Run the real `task` binary (go-task from the venv) on a throwaway workspace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+VENV_BIN = Path(sys.executable).parent
+TASK_TIMEOUT = 600
+
+STATE_PASSWORD = "statepw-SENTINEL-71c2e9a4"
+TOKEN_SECRET = "tokensecret-SENTINEL-0b5d3f88"
+
+
+@dataclass
+class TaskWorkspace:
+    root: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def cluster(self) -> Path:
+        return self.root / "cluster.yaml"
+
+    @property
+    def nodes(self) -> Path:
+        return self.root / "nodes.yaml"
+
+    @property
+    def outdir(self) -> Path:
+        return self.root / "cdktf.out"
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.outdir / "stacks" / "proxmox"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items()
+            if k not in ("INFRA_AUTO_APPROVE",) and not k.startswith(("TF_HTTP_", "PROXMOX_VE_"))
+        }
+        env.update({
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "CLUSTER_CONFIG": str(self.cluster),
+            "NODES_CONFIG": str(self.nodes),
+            "CDKTF_OUTDIR": str(self.outdir),
+            "SECRETS_FILE": str(self.root / "secrets.sops.yaml"),
+            "SOPS_AGE_KEY_FILE": str(self.root / "age.key"),
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            "TF_IN_AUTOMATION": "1",
+            **self.extra_env,
+        })
+        return env
+
+    def task(self, *args: str, env: dict[str, str] | None = None,
+             timeout: float = TASK_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """`task ARGS` with no terminal on stdin (as in CI)."""
+        proc = subprocess.run(
+            [str(VENV_BIN / "task"), "--dir", str(ROOT), *args],
+            env={**self.env(), **(env or {})}, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        self.log.append(f"$ task {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+        return proc

@@ -1,0 +1,133 @@
+"""Tasks that need no Proxmox: secrets round trip, confirmations, stale plans, errors.
+
+tofu plans new resources without calling the Proxmox API, so a local-state workspace
+with an unreachable endpoint is enough here; the full lifecycle against fakepve and the
+state server is in test_tasks_lifecycle.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import pytest
+
+from tests.tasks.taskrun import STATE_PASSWORD, TOKEN_SECRET, TaskWorkspace
+from workflow import secrets as sec
+from workflow.toolchain import tools_env
+from workflow.workspace import Workspace
+
+
+def add_secrets(ws: TaskWorkspace) -> None:
+    with ws.cluster.open("a") as f:
+        f.write(f'\ntfstate_password: "{STATE_PASSWORD}"\nproxmox_api_token_secret: "{TOKEN_SECRET}"\n')
+
+
+def test_configure_encrypts_and_decrypts_with_a_throwaway_key(workspace: TaskWorkspace) -> None:
+    add_secrets(workspace)
+    proc = workspace.task("configure")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "created a new age key" in proc.stderr and "Back it up" in proc.stderr
+    encrypted = (workspace.root / "secrets.sops.yaml").read_text()
+    assert STATE_PASSWORD not in encrypted and TOKEN_SECRET not in encrypted
+    assert "ENC[AES256_GCM" in encrypted
+    assert (workspace.root / "age.key").stat().st_mode & 0o077 == 0
+    # local state: configure ran init
+    assert (workspace.stack_dir / ".terraform").is_dir()
+    # decrypting gives back exactly what tofu's environment gets
+    ws = Workspace(workspace.cluster, workspace.nodes, workspace.root / "secrets.sops.yaml",
+                   workspace.root / "age.key", workspace.outdir)
+    got = sec.decrypt(ws, tools_env())
+    assert got.tfstate_password == STATE_PASSWORD
+    assert got.tofu_env()["PROXMOX_VE_API_TOKEN"] == f"root@pam!terraform={TOKEN_SECRET}"
+
+
+def test_wrong_or_missing_age_key_gives_one_clear_line(workspace: TaskWorkspace, tmp_path_factory) -> None:
+    add_secrets(workspace)
+    assert workspace.task("configure").returncode == 0
+    other = tmp_path_factory.mktemp("otherkey") / "age.key"
+
+    missing = workspace.task("infra:output", env={"SOPS_AGE_KEY_FILE": str(other)})
+    assert missing.returncode != 0
+    assert (f"error: cannot decrypt {workspace.root / 'secrets.sops.yaml'}: age key file {other} "
+            "not found; set SOPS_AGE_KEY_FILE") in missing.stderr
+
+    subprocess.run(["age-keygen", "-o", str(other)], env=tools_env(), check=True, capture_output=True)
+    wrong = workspace.task("infra:output", env={"SOPS_AGE_KEY_FILE": str(other)})
+    assert wrong.returncode != 0
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is not one it was encrypted to; set SOPS_AGE_KEY_FILE" in errors[0]
+    assert "Traceback" not in missing.stderr + wrong.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("infra:destroy",), "refusing to DESTROY every VM and ISO in this stack without confirmation"),
+        (("infra:apply-auto",), "refusing to apply changes without a saved plan without confirmation"),
+        (("infra:force-unlock", "LOCK_ID=0d1e2f"), "refusing to force-unlock state lock 0d1e2f without confirmation"),
+    ],
+)
+def test_destructive_tasks_refuse_without_confirmation(workspace: TaskWorkspace, args, what) -> None:
+    proc = workspace.task(*args)
+    assert proc.returncode != 0
+    assert what in proc.stderr
+    assert "pass --yes" in proc.stderr
+
+
+def test_force_unlock_requires_lock_id(workspace: TaskWorkspace) -> None:
+    proc = workspace.task("infra:force-unlock")
+    assert proc.returncode != 0
+    assert "LOCK_ID" in proc.stderr
+
+
+def test_stale_plan_is_refused(workspace: TaskWorkspace) -> None:
+    add_secrets(workspace)  # the provider wants a token even to plan
+    assert workspace.task("configure").returncode == 0
+    assert workspace.task("infra:plan").returncode == 0
+    assert (workspace.stack_dir / "tfplan").exists()
+    # change the config after planning: apply re-synthesizes and refuses the old plan
+    workspace.nodes.write_text(workspace.nodes.read_text().replace("vm_memory: 12288", "vm_memory: 16384"))
+    proc = workspace.task("infra:apply")
+    assert proc.returncode != 0
+    assert "config changed since the last synth" in proc.stderr
+    assert "the saved plan was made from a different synthesized config" in proc.stderr
+
+
+def test_plan_passes_extra_arguments_and_resynthesizes(workspace: TaskWorkspace) -> None:
+    add_secrets(workspace)
+    assert workspace.task("configure").returncode == 0
+    workspace.nodes.write_text(workspace.nodes.read_text() + "\n# edited\n")
+    proc = workspace.task("infra:plan", "--", "-target=proxmox_download_file.talos_iso_ce4c980550dd")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "config changed since the last synth: synthesizing again" in proc.stderr
+    assert "1 to add, 0 to change, 0 to destroy" in proc.stdout
+    again = workspace.task("infra:validate")
+    assert again.returncode == 0 and "synthesizing again" not in again.stderr
+
+
+def test_bad_config_fails_with_problem_lines(workspace: TaskWorkspace) -> None:
+    workspace.nodes.write_text(workspace.nodes.read_text().replace("mac_addr: \"bc:24:11:00:00:11\"", "mac_addr: \"bc:24:11:00:00:10\""))
+    proc = workspace.task("synth")
+    assert proc.returncode != 0
+    assert "nodes[1].mac_addr: duplicate MAC address bc:24:11:00:00:10" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_verify_nodes_says_which_method(workspace: TaskWorkspace) -> None:
+    nodes = [
+        {"name": f"n{i}", "address": f"127.0.0.{i + 3}", "controller": True, "disk": "/dev/sda",
+         "mac_addr": f"bc:24:11:00:00:9{i}", "schematic_id": "a" * 64}
+        for i in range(2)
+    ]
+    workspace.nodes.write_text(json.dumps({"nodes": nodes}))
+    workspace.cluster.write_text(workspace.cluster.read_text().replace('node_cidr: "10.10.0.0/24"', 'node_cidr: "127.0.0.0/8"'))
+    with socket.socket() as listener:  # the first node "answers" on the maintenance port
+        listener.bind(("127.0.0.3", 50000))
+        listener.listen(4)
+        proc = workspace.task("infra:verify-nodes")
+    assert "checking 2 nodes with" in proc.stdout
+    assert "TCP connect to port 50000 (talosctl not found)" in proc.stdout or "talosctl get disks" in proc.stdout
+    assert "ok   n0" in proc.stdout and "FAIL n1" in proc.stdout
+    assert proc.returncode != 0 and "1/2 nodes answer" in proc.stdout
