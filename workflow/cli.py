@@ -14,6 +14,7 @@ from config import ConfigError
 from main import report
 from workflow import secrets as sec
 from workflow.confirm import confirm, split_yes
+from workflow.demo import run_demo
 from workflow.errors import WorkflowError
 from workflow.synth import ensure_synth, load, synth
 from workflow.tofu import Tofu
@@ -94,6 +95,7 @@ COMMANDS: dict[str, Callable[[Workspace, list[str]], int]] = {
     "configure": lambda ws, _args: configure(ws),
     "secrets-edit": lambda ws, _args: secrets_edit(ws),
     "verify-nodes": lambda ws, _args: verify(load(ws)),
+    "demo": lambda _ws, args: run_demo(keep="--keep" in args),
     **{name: (lambda ws, args, name=name: run_tofu(name, args, ws)) for name in TOFU_COMMANDS},
 }
 
