@@ -9,6 +9,7 @@ on stderr and exit code 2, before anything is written.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from config import ConfigError, InfraConfig, load_config
 
 EXIT_BAD_INPUT = 2
+# The provider versions and checksums tofu init must find (scripts/update-provider-lock).
+PROVIDER_LOCK = Path(__file__).resolve().parent / "stacks" / ".terraform.lock.hcl"
 
 
 def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
@@ -31,6 +34,9 @@ def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
     stack_dir = Path(app.outdir) / "stacks" / config.backend.state_name
     ProxmoxStack(app, config, stack_dir)
     app.synth()
+    if config.proxmox is not None and PROVIDER_LOCK.exists():
+        # Beside cdk.tf.json, where tofu looks for it: reproducible provider selection.
+        shutil.copyfile(PROVIDER_LOCK, stack_dir / ".terraform.lock.hcl")
     return stack_dir / "cdk.tf.json"
 
 
