@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 VENV_BIN = Path(sys.executable).parent
 TASK_TIMEOUT = 600
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # tofu colours its output
 
 STATE_PASSWORD = "statepw-SENTINEL-71c2e9a4"
 TOKEN_SECRET = "tokensecret-SENTINEL-0b5d3f88"
@@ -65,5 +67,6 @@ class TaskWorkspace:
             env={**self.env(), **(env or {})}, stdin=subprocess.DEVNULL,
             capture_output=True, text=True, timeout=timeout,
         )
+        proc.stdout, proc.stderr = ANSI.sub("", proc.stdout), ANSI.sub("", proc.stderr)
         self.log.append(f"$ task {' '.join(args)}\n{proc.stdout}{proc.stderr}")
         return proc

@@ -1,0 +1,165 @@
+"""Every task end to end, non-interactively, against fakepve and the tfstate server.
+
+configure -> plan -> apply -> output -> state-list -> destroy through `task`, a force-unlock
+of a lock left by a killed run, the demo, and no secret in any file or output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from devenv.fakepve import FakePveServer
+from devenv.state_server import StateServer
+from devenv.workspace import HttpState, example_cluster, example_nodes
+from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pve() -> Iterator[FakePveServer]:
+    with FakePveServer(time_scale=1.0) as server:  # 1.0: injected latency is real time
+        yield server
+
+
+@pytest.fixture
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
+    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
+        yield http_state
+
+
+@pytest.fixture
+def live(tmp_path: Path, pve: FakePveServer, state: HttpState) -> TaskWorkspace:
+    """A workspace aimed at fakepve and the state server, credentials in cluster.yaml."""
+    ws = TaskWorkspace(tmp_path)
+    cluster = example_cluster()
+    cluster.update(
+        proxmox_api_url=pve.url, proxmox_insecure=True, tfstate_url=state.url,
+        tfstate_username=state.username, tfstate_password=state.password,
+        proxmox_api_token_id=pve.token_id, proxmox_api_token_secret=pve.token_secret,
+    )
+    ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
+    ws.nodes.write_text(yaml.safe_dump({"nodes": example_nodes()}, sort_keys=False))
+    ws.secrets = [state.password, pve.token_secret]  # type: ignore[attr-defined]
+    return ws
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def lock_info(state: HttpState, name: str = "proxmox") -> dict | None:
+    auth = base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
+    request = urllib.request.Request(f"{state.url}/states/{name}/lock",
+                                     headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read()
+        return json.loads(body) if response.status == 200 and body else None
+
+
+def assert_no_secrets(ws: TaskWorkspace, secrets: list[str]) -> None:
+    places = [ROOT, ws.root]
+    hits = []
+    for base in places:
+        for path in base.rglob("*"):
+            if any(part in (".venv", "node_modules", ".git") for part in path.parts) or not path.is_file():
+                continue
+            if path.name == "cluster.yaml" and path.parent == ws.root:
+                continue  # the operator's own (gitignored) input
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits += [f"{path}: {s[:6]}..." for s in secrets if s.encode() in data]
+    hits += [f"task output: {s[:6]}..." for s in secrets for out in ws.log if s in out]
+    assert not hits, hits
+
+
+def test_configure_plan_apply_output_state_list_destroy(live: TaskWorkspace, pve: FakePveServer) -> None:
+    ok(live.task("configure"))
+    assert (live.stack_dir / ".terraform").is_dir(), "configure runs infra:init with state credentials"
+    ok(live.task("infra:validate"))
+    plan = ok(live.task("infra:plan"))
+    assert "Plan: 8 to add, 0 to change, 0 to destroy." in plan.stdout
+    ok(live.task("infra:apply"))
+    assert pve.call(lambda p: sorted(vm.vmid for vm in p.vms)) == [8010, 8011, 8012, 8020, 8021, 8022]
+
+    outputs = json.loads(ok(live.task("infra:output", "--", "-json")).stdout)
+    assert outputs["node_vm_ids"]["value"]["k8s-ctrl-0"] == 8010
+    assert "Total nodes:     6" in outputs["cluster_summary"]["value"]
+    listed = ok(live.task("infra:state-list")).stdout.split()
+    assert "proxmox_virtual_environment_vm.talos_node_k8s_work_2" in listed and len(listed) == 8
+
+    again = live.task("infra:plan", "--", "-detailed-exitcode")
+    assert again.returncode == 0, again.stdout[-2000:]  # nothing to change
+    ok(live.task("infra:apply"))  # the no-op plan applies cleanly
+
+    refused = live.task("infra:destroy")
+    assert refused.returncode != 0 and "without confirmation" in refused.stderr
+    assert pve.call(lambda p: len(p.vms)) == 6
+    ok(live.task("infra:destroy", "--", "--yes"))
+    assert pve.call(lambda p: len(p.vms)) == 0
+    assert_no_secrets(live, live.secrets)  # type: ignore[attr-defined]
+
+
+def test_force_unlock_of_a_lock_left_by_a_killed_run(live: TaskWorkspace, pve: FakePveServer,
+                                                     state: HttpState) -> None:
+    ok(live.task("configure"))
+    pve.call(lambda p: p.slow_network(0.3))  # every API call takes 0.3 s: apply holds the lock
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "task"), "--dir", str(ROOT), "infra:apply-auto", "--", "--yes"],
+        env=live.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        info = None
+        deadline = time.monotonic() + 120
+        while info is None and time.monotonic() < deadline and proc.poll() is None:
+            info = lock_info(state)
+            time.sleep(0.05)
+        assert info is not None, "apply never took the lock"
+        os.killpg(proc.pid, signal.SIGKILL)  # task, python and tofu: no chance to unlock
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    pve.call(lambda p: p.slow_network(0.0))
+    assert lock_info(state) == info, "the killed run's lock is still held"
+
+    blocked = live.task("infra:plan")
+    assert blocked.returncode != 0 and "Error acquiring the state lock" in blocked.stdout + blocked.stderr
+    refused = live.task("infra:force-unlock", f"LOCK_ID={info['ID']}")
+    assert refused.returncode != 0 and "without confirmation" in refused.stderr
+    ok(live.task("infra:force-unlock", f"LOCK_ID={info['ID']}", "--", "--yes"))
+    assert lock_info(state) is None
+    ok(live.task("infra:apply-auto", "--", "--yes"))  # the rerun converges
+    assert pve.call(lambda p: len(p.vms)) == 6
+    assert_no_secrets(live, live.secrets)  # type: ignore[attr-defined]
+
+
+def test_demo_runs_the_whole_flow_and_stops_what_it_started(tmp_path: Path) -> None:
+    ws = TaskWorkspace(tmp_path)
+    proc = ok(ws.task("demo"))
+    assert "Apply complete! Resources: 8 added, 0 changed, 0 destroyed." in proc.stdout
+    assert "Total nodes:     6" in proc.stdout and "k8s-work-2   8022" in proc.stdout
+    urls = [line.split("state server: ")[1] for line in proc.stderr.splitlines() if "state server: " in line]
+    assert urls, proc.stderr
+    host, port = urls[0].removeprefix("http://").split(":")
+    with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=2):
+        pass  # the state server is gone
+    leftovers = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("talos-cdktf-demo-*")]
+    assert not leftovers, leftovers
