@@ -14,6 +14,11 @@ from config.errors import Problem
 Loc = tuple[str | int, ...]
 
 
+# libyaml's parser when PyYAML has it (about 10x faster on big nodes.yaml files); both
+# give the same nodes, marks and safe types.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @dataclass
 class YamlSource:
     """A parsed YAML document that remembers where each key and item was written."""
@@ -42,7 +47,7 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[Problem
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return None, [Problem(display, None, "", f"cannot read file: {reason}")]
 
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -28,6 +28,9 @@ class TalosIso(Construct):
             upload_timeout=600,
         )
         self.file.override_logical_id(iso.logical_id)
+        # Tokens for the VMs and outputs, fetched once (a jsii round trip each).
+        self.file_id = self.file.id
+        self.file_name = self.file.file_name
 
     @property
     def address(self) -> str:

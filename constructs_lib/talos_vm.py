@@ -32,11 +32,14 @@ DESCRIPTIONS = {
 }
 
 
-class TalosVm(Construct):
+class TalosVm(VirtualEnvironmentVm):
+    """The VM resource itself (no wrapper construct): created directly in the stack under
+    its logical id, so the address needs no override, and each of hundreds of nodes costs
+    one jsii object instead of three calls."""
+
     def __init__(
         self,
         scope: Construct,
-        id_: str,
         *,
         vm: VmSpec,
         proxmox: ProxmoxSpec,
@@ -45,11 +48,10 @@ class TalosVm(Construct):
         iso: TalosIso,
         all_isos: Sequence[TalosIso],
     ) -> None:
-        super().__init__(scope, id_)
         self.spec = vm
-        self.vm = VirtualEnvironmentVm(
-            self,
-            "vm",
+        super().__init__(
+            scope,
+            vm.logical_id,
             vm_id=vm.vm_id,
             name=vm.name,
             node_name=proxmox.node,
@@ -72,7 +74,7 @@ class TalosVm(Construct):
             efi_disk=VirtualEnvironmentVmEfiDisk(
                 datastore_id=proxmox.disk_storage, type="4m", pre_enrolled_keys=False
             ),
-            cdrom=VirtualEnvironmentVmCdrom(file_id=iso.file.id, interface="ide2"),
+            cdrom=VirtualEnvironmentVmCdrom(file_id=iso.file_id, interface="ide2"),
             disk=[
                 VirtualEnvironmentVmDisk(
                     datastore_id=proxmox.disk_storage,
@@ -104,11 +106,10 @@ class TalosVm(Construct):
             lifecycle=cdktf.TerraformResourceLifecycle(ignore_changes=["started", "cdrom"]),
             depends_on=[i.file for i in all_isos],
         )
-        self.vm.override_logical_id(vm.logical_id)
 
     @property
     def address(self) -> str:
-        return f"{self.vm.terraform_resource_type}.{self.spec.logical_id}"
+        return f"{self.TF_RESOURCE_TYPE}.{self.spec.logical_id}"
 
     @property
     def template_address(self) -> str:

@@ -33,10 +33,9 @@ class ProxmoxStack(cdktf.TerraformStack):
         for spec in config.isos:
             by_key[spec.key] = TalosIso(isos, spec.logical_id, spec, config.proxmox)
         self.isos = list(by_key.values())
-        nodes = Construct(self, "nodes")
         for vm in config.vms:
             self.vms.append(TalosVm(
-                nodes, vm.name, vm=vm, proxmox=config.proxmox, advanced=config.advanced,
+                self, vm=vm, proxmox=config.proxmox, advanced=config.advanced,
                 vlan_id=config.vlan_id, iso=by_key[vm.iso.key], all_isos=self.isos,
             ))
         self._moved_from_template_layout()
@@ -52,12 +51,12 @@ class ProxmoxStack(cdktf.TerraformStack):
     def _outputs(self) -> None:
         config = self.config
         outputs = {
-            "node_vm_ids": {v.spec.name: v.vm.vm_id for v in self.vms},
+            "node_vm_ids": {v.spec.name: v.vm_id for v in self.vms},
             "node_addresses": {v.spec.name: v.spec.address for v in self.vms},
             "controller_nodes": [v.name for v in config.controllers],
             "worker_nodes": [v.name for v in config.workers],
             "talos_iso_files": {
-                i.spec.key: {"id": i.file.id, "file_name": i.file.file_name} for i in self.isos
+                i.spec.key: {"id": i.file_id, "file_name": i.file_name} for i in self.isos
             },
             "talos_version": config.cluster.talos_version,
             "cluster_summary": cluster_summary(config),
