@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, ROOT, ConfigDir
+
+from tests.support import EXAMPLES, ROOT, ConfigDir
 
 
 def test_cdktf_synth_matches_main_py(example_dir: ConfigDir) -> None:

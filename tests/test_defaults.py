@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BASE_CLUSTER, ConfigDir, node
 
 from config import ConfigPaths, InfraConfig, load_config
 from config.loader import endpoint_from
+from tests.support import BASE_CLUSTER, ConfigDir, node
 
 
 def resolve(d: ConfigDir, cluster: dict, nodes: list) -> InfraConfig:

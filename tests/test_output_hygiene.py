@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import EXAMPLES, ConfigDir
+from tests.support import EXAMPLES, ConfigDir
 
 SENTINELS = ("tfstate-pw-SENTINEL-8f3a1c", "pve-token-SENTINEL-42d9e7")
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES, ConfigDir
+
+from tests.support import EXAMPLES, ConfigDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "provider_schema.json"
 SNAPSHOTS = sorted((Path(__file__).parent / "__snapshots__" / "test_snapshots").glob("*.json"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BASE_CLUSTER, SCHEMATIC_A, SCHEMATIC_B, ConfigDir, node
 from syrupy.extensions.json import JSONSnapshotExtension
+
+from tests.support import BASE_CLUSTER, SCHEMATIC_A, SCHEMATIC_B, ConfigDir, node
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BASE_CLUSTER, SCHEMATIC_A, ConfigDir, node
 
 from config import ConfigError, ConfigPaths, load_config
+from tests.support import BASE_CLUSTER, SCHEMATIC_A, ConfigDir, node
 
 
 def problems(d: ConfigDir) -> list[str]:

@@ -163,3 +163,29 @@ def test_demo_runs_the_whole_flow_and_stops_what_it_started(tmp_path: Path) -> N
         pass  # the state server is gone
     leftovers = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("talos-cdktf-demo-*")]
     assert not leftovers, leftovers
+
+
+def test_secrets_edit_rotation_is_used_by_the_next_task(live: TaskWorkspace, state: HttpState,
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    ok(live.task("configure"))
+    ok(live.task("infra:state-list"))
+    # An "editor" that rewrites tfstate_password in the file sops hands it; the new value
+    # comes from the environment, never from a command line.
+    editor = tmp_path_factory.mktemp("editor") / "rotate"
+    editor.write_text(
+        "#!/usr/bin/env python3\n"
+        "import os, re, sys\n"
+        "path = sys.argv[1]\n"
+        "text = open(path).read()\n"
+        "text = re.sub(r'(?m)^tfstate_password:.*$', 'tfstate_password: ' + os.environ['NEW_PW'], text)\n"
+        "open(path, 'w').write(text)\n"
+    )
+    editor.chmod(0o755)
+    rotated = "rotated-SENTINEL-5e6f7a8b"
+    ok(live.task("infra:secrets-edit", env={"EDITOR": str(editor), "NEW_PW": rotated}))
+    # the server still has the old password: the next task now authenticates with the new one
+    denied = live.task("infra:state-list")
+    assert denied.returncode != 0 and "401" in denied.stdout + denied.stderr
+    ok(live.task("infra:secrets-edit", env={"EDITOR": str(editor), "NEW_PW": state.password}))
+    ok(live.task("infra:state-list"))
+    assert_no_secrets(live, [*live.secrets, rotated])  # type: ignore[attr-defined]
