@@ -26,6 +26,9 @@ change of what is being tested):
   the slash), so fakepve reported the deletion as done, kept the VM, and the provider
   polled for it to disappear until its timeout. Here such a request goes to the same
   handler as the path without the slash.
+- Destroying a VM frees every volume its drives name, the ISO in its CD-ROM drive
+  included, so removing one node deleted the Talos ISO the other nodes still use and the
+  next plan replaced it. Proxmox frees only the VM's own disk images; so does this.
 - `GET /nodes/{node}/query-url-metadata` answers `{}`; the provider then sees a
   remote file of unknown size on every refresh. Here it answers the file name, the
   1 MiB size fakepve's downloads have, and an ISO MIME type.
@@ -105,6 +108,12 @@ class HarnessPve(FakePve):  # type: ignore[misc]
                 for method, template, handler in getattr(self, name)():
                     table[(method, template)] = handler
         return table
+
+    def _qm_free(self, volid: str) -> None:
+        volume = self._qm_volume(volid)
+        if volume is not None and volume.get("content") not in ("images", "rootdir"):
+            return  # an ISO or template the VM only referenced: not the VM's to free
+        super()._qm_free(volid)
 
     def _routes_harness(self) -> list[tuple[str, str, Callable[..., Any]]]:
         # Registered by fakepve's StatefulRoutes (every `_routes_*` method), ahead of the

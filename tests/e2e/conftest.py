@@ -31,10 +31,19 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
 
 
 @pytest.fixture(scope="session")
-def http_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
+def state_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StateServer]:
     """This project's tfstate server on loopback; every e2e workspace keeps its state there."""
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as state:
-        yield state
+    server = StateServer(tmp_path_factory.mktemp("tfstate"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def http_state(state_server: StateServer) -> HttpState:
+    return state_server.state
 
 
 @pytest.fixture(scope="module")

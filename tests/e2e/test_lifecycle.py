@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from devenv.fakepve import FakePveServer
+from devenv.state_server import StateServer
 from devenv.tools import Tools
 from devenv.workspace import HttpState, Workspace, example_nodes
 from e2e.conftest import WorkspaceFactory, guest_addresses
@@ -141,6 +142,22 @@ def test_adding_a_node_plans_exactly_one_vm(deployed: Workspace, schematic: str 
         assert plan.actions() == {"create": 1 + len(extra), "no-op": 8}
     finally:
         deployed.write().synth()
+
+
+def test_secrets_stay_out_of_files_and_logs(deployed: Workspace, state_server: StateServer) -> None:
+    """The token secret and the state password reach tofu only through its environment:
+    not in cdktf.out (cdk.tf.json, .terraform), plan files, tofu's output, the state, or
+    the state server's store and log."""
+    deployed.plan(name="secrets.bin")
+    assert (deployed.stack_dir / "secrets.bin").exists()
+    assert deployed.files_containing(deployed.secrets()) == []
+    leaked = [p for p in state_server.directory.rglob("*") if p.is_file()
+              and any(s.encode() in p.read_bytes() for s in deployed.secrets())]
+    assert leaked == []
+    # The environment did carry them: the checks above would pass vacuously otherwise.
+    env = deployed.env()
+    assert env["PROXMOX_VE_API_TOKEN"].endswith("=" + deployed.pve.token_secret)
+    assert env["TF_HTTP_PASSWORD"] == state_server.state.password
 
 
 def test_destroy_leaves_fakepve_empty(make_workspace: WorkspaceFactory) -> None:

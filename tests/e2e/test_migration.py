@@ -1,0 +1,74 @@
+"""State written by the template layout's addresses, planned with the cdktf stack: only
+moves (0 to add, 0 to change, 0 to destroy), then applied and planned clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devenv.fakepve import FakePveServer
+from devenv.tools import ROOT
+from devenv.workspace import Workspace, example_nodes
+from e2e.conftest import WorkspaceFactory
+from e2e.expected import tfvars_for_template
+
+pytestmark = pytest.mark.e2e
+
+TEMPLATE = Path(__file__).parent / "template_layout"
+LOCK = ROOT / "stacks" / ".terraform.lock.hcl"
+
+
+@pytest.fixture
+def server() -> Iterator[FakePveServer]:
+    srv = FakePveServer()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def template_dir(ws: Workspace) -> Path:
+    """The template-layout configuration, with the workspace's state backend and inputs."""
+    assert ws.state is not None
+    target = ws.root / "template"
+    target.mkdir()
+    for tf in TEMPLATE.glob("*.tf"):
+        shutil.copyfile(tf, target / tf.name)
+    shutil.copyfile(LOCK, target / ".terraform.lock.hcl")
+    address = f"{ws.state.url}/states/{ws.state_name}"
+    backend = {"http": {"address": address, "lock_address": f"{address}/lock",
+                        "unlock_address": f"{address}/lock", "lock_method": "LOCK", "unlock_method": "UNLOCK"}}
+    (target / "backend_override.tf.json").write_text(json.dumps({"terraform": {"backend": backend}}))
+    (target / "terraform.tfvars.json").write_text(json.dumps(tfvars_for_template(example_nodes(), ws.pve.url)))
+    return target
+
+
+def test_template_state_plans_only_moves(make_workspace: WorkspaceFactory, server: FakePveServer) -> None:
+    ws = make_workspace(server)
+    ws.write()
+    old = template_dir(ws)
+    ws.init(chdir=old)
+    ws.apply(chdir=old)
+    old_addresses = ws.state_list(chdir=old)
+    assert len(old_addresses) == 8
+    assert 'proxmox_virtual_environment_vm.talos_node["k8s-ctrl-0"]' in old_addresses
+    created = server.call(lambda p: sorted(vm.vmid for vm in p.vms))
+
+    ws.synth()
+    ws.init()
+    plan = ws.plan()
+    assert plan.actions() == {"no-op": 8}, plan.actions()
+    moves = plan.moves()
+    assert sorted(moves) == sorted(old_addresses)
+    assert moves['proxmox_virtual_environment_vm.talos_node["k8s-work-2"]'] == \
+        "proxmox_virtual_environment_vm.talos_node_k8s_work_2"
+    iso = next(k for k in moves if k.startswith("proxmox_virtual_environment_download_file"))
+    assert moves[iso].startswith("proxmox_download_file.talos_iso_")  # across the type rename
+
+    ws.apply()
+    assert ws.plan(name="after.bin").exitcode == 0
+    assert server.call(lambda p: sorted(vm.vmid for vm in p.vms)) == created
