@@ -57,6 +57,17 @@ def pve() -> Iterator[FakePveServer]:
         server.stop()
 
 
+@pytest.fixture
+def server() -> Iterator[FakePveServer]:
+    """A fakepve of the test's own, for tests that change or empty it."""
+    srv = FakePveServer()
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
 def guest_addresses(nodes: list[dict]) -> dict[str, str]:
     """MAC -> node address, for the simulated guest agent."""
     return {str(n["mac_addr"]).lower(): str(n["address"]) for n in nodes}

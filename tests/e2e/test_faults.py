@@ -5,7 +5,6 @@ consistent with Proxmox; a rerun converges to a plan with no changes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,15 +16,6 @@ pytestmark = pytest.mark.e2e
 
 WORKER_0 = 8020
 WORKER_1 = 8021
-
-
-@pytest.fixture
-def server() -> Iterator[FakePveServer]:
-    srv = FakePveServer()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def applied(make_workspace: WorkspaceFactory, server: FakePveServer) -> Workspace:

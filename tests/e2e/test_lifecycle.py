@@ -160,20 +160,16 @@ def test_secrets_stay_out_of_files_and_logs(deployed: Workspace, state_server: S
     assert env["TF_HTTP_PASSWORD"] == state_server.state.password
 
 
-def test_destroy_leaves_fakepve_empty(make_workspace: WorkspaceFactory) -> None:
-    # Its own fakepve: the module's is shared by the read-only tests above.
-    server = FakePveServer()
-    try:
-        ws = make_workspace(server)
-        ws.write().synth()
-        ws.init()
-        ws.apply()
-        assert server.call(lambda p: len(p.vms)) == 6
-        ws.destroy()
-        assert server.call(lambda p: [vm.vmid for vm in p.vms]) == []
-        assert server.call(lambda p: sorted(p.storages["local"]["files"])) == []
-        assert server.call(lambda p: {k: sorted(s.get("volumes", {})) for k, s in p.storages.items()}) == \
-            {"local": [], "local-lvm": []}
-        assert ws.state_list() == []
-    finally:
-        server.stop()
+def test_destroy_leaves_fakepve_empty(make_workspace: WorkspaceFactory, server: FakePveServer) -> None:
+    # Its own fakepve (`server`): the module's is shared by the read-only tests above.
+    ws = make_workspace(server)
+    ws.write().synth()
+    ws.init()
+    ws.apply()
+    assert server.call(lambda p: len(p.vms)) == 6
+    ws.destroy()
+    assert server.call(lambda p: [vm.vmid for vm in p.vms]) == []
+    assert server.call(lambda p: sorted(p.storages["local"]["files"])) == []
+    assert server.call(lambda p: {k: sorted(s.get("volumes", {})) for k, s in p.storages.items()}) == \
+        {"local": [], "local-lvm": []}
+    assert ws.state_list() == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ pytestmark = pytest.mark.e2e
 
 TEMPLATE = Path(__file__).parent / "template_layout"
 LOCK = ROOT / "stacks" / ".terraform.lock.hcl"
-
-
-@pytest.fixture
-def server() -> Iterator[FakePveServer]:
-    srv = FakePveServer()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def template_dir(ws: Workspace) -> Path:
