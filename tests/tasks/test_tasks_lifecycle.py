@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -181,7 +182,7 @@ def test_secrets_edit_rotation_is_used_by_the_next_task(live: TaskWorkspace, sta
         "open(path, 'w').write(text)\n"
     )
     editor.chmod(0o755)
-    rotated = "rotated-SENTINEL-5e6f7a8b"
+    rotated = f"rotated-{secrets.token_hex(8)}"  # random: the test source must not hold it
     ok(live.task("infra:secrets-edit", env={"EDITOR": str(editor), "NEW_PW": rotated}))
     # the server still has the old password: the next task now authenticates with the new one
     denied = live.task("infra:plan")
