@@ -27,7 +27,14 @@ from tfstate_server.statebody import (
     check_md5,
     parse_state,
 )
-from tfstate_server.storage.base import LockHeld, LockNotHeld, StateKey, Store, WriteRequest
+from tfstate_server.storage.base import (
+    LockHeld,
+    LockNotHeld,
+    Staged,
+    StateKey,
+    Store,
+    WriteRequest,
+)
 
 log = logging.getLogger("tfstate_server")
 T = TypeVar("T")
@@ -96,25 +103,26 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
     if not body:
         return _error(400, "empty body")
     md5 = request.headers.get("Content-MD5")
-
-    def validate() -> StateMeta:
-        check_md5(body, md5)
-        return parse_state(body)
-
+    store = config.store
+    write = WriteRequest(key=key, body=body, who=request["tfstate_user"], created=lockinfo.now_rfc3339())
+    # Validate while the store stages the body (writes and syncs a temp file): the JSON
+    # parse holds the GIL, the MD5 and the file I/O release it, so they overlap.
+    checked = asyncio.gather(_blocking(check_md5, body, md5), _blocking(parse_state, body))
+    staging = asyncio.ensure_future(_blocking(store.stage, write))
     try:
-        meta = await _blocking(validate)
+        _, meta = await checked
     except InvalidState as exc:
+        await _discard(staging)
         return _error(400, str(exc))
-    write = WriteRequest(
-        key=key, body=body, meta=meta, who=request["tfstate_user"], created=lockinfo.now_rfc3339()
-    )
+    except BaseException:
+        await _discard(staging)
+        raise
+    staged = await staging
 
     def store_it() -> int:
-        staged = config.store.stage(write)
         try:
-            return config.store.commit(
-                staged, lock_id, functools.partial(_check_history, config.history, meta)
-            )
+            check = functools.partial(_check_history, config.history, meta)
+            return store.commit(staged, meta, lock_id, check)
         finally:
             staged.discard()  # a no-op once committed
 
@@ -128,6 +136,14 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
         return _error(409, str(exc))
     request["tfstate_version"] = version
     return web.Response(status=200)
+
+
+async def _discard(staging: asyncio.Future[Staged]) -> None:
+    try:
+        staged = await staging
+    except Exception:
+        return  # staging failed: nothing to clean up
+    await _blocking(staged.discard)
 
 
 def _check_history(policy: HistoryPolicy, new: StateMeta, current: StateMeta | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from tfstate_harness import (
     kill_group,
     lock_body,
     make_client,
-    running_server,
     wait_until,
 )
 
@@ -24,19 +22,6 @@ CLIENTS = ["tofu"] + (["terraform"] if TERRAFORM else [])
 
 def binary(name: str, tools_env: dict[str, str]) -> str:
     return tools_env["TOFU"] if name == "tofu" else str(TERRAFORM)
-
-
-@pytest.fixture(scope="module")
-def tofu_server(
-    store_kind: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[Server]:
-    from conftest import _store_url
-
-    tmp = tmp_path_factory.mktemp(f"clients-{store_kind}")
-    moto = request.getfixturevalue("moto") if store_kind == "s3" else None
-    url, env = _store_url(store_kind, tmp, moto)
-    with running_server(url, tmp, **env) as server:
-        yield server
 
 
 def held_lock(server: Server, p: Paths) -> dict[str, str] | None:
@@ -52,45 +37,43 @@ def current_state(server: Server, p: Paths) -> dict[str, object]:
 
 @pytest.mark.parametrize("client_name", CLIENTS)
 def test_init_apply_plan_state_list_force_unlock(
-    client_name: str, tofu_server: Server, p: Paths, tools_env: dict[str, str], tmp_path: Path
+    client_name: str, server: Server, p: Paths, tools_env: dict[str, str], tmp_path: Path
 ) -> None:
-    client = make_client(binary(client_name, tools_env), tmp_path / "work", tools_env, tofu_server, p.name)
+    client = make_client(binary(client_name, tools_env), tmp_path / "work", tools_env, server, p.name)
     client.run("init", "-no-color")
     client.run("apply", "-no-color", "-auto-approve")
-    first = current_state(tofu_server, p)
+    first = current_state(server, p)
     assert client.run("plan", "-no-color", "-detailed-exitcode").returncode == 0  # no changes
     listed = client.run("state", "list").stdout.split()
     assert listed == ["terraform_data.fast", "terraform_data.slow"]
     client.run("apply", "-no-color", "-auto-approve", "-var", "label=two")
-    second = current_state(tofu_server, p)
+    second = current_state(server, p)
     assert second["lineage"] == first["lineage"]
     assert int(second["serial"]) > int(first["serial"])  # type: ignore[call-overload]
     assert second["outputs"]["label"]["value"] == "two"  # type: ignore[index]
-    assert held_lock(tofu_server, p) is None
-    versions = tofu_server.request("GET", p.versions).json()
+    assert held_lock(server, p) is None
+    versions = server.request("GET", p.versions).json()
     assert versions[0]["serial"] == second["serial"]
     assert {v["serial"] for v in versions} >= {first["serial"], second["serial"]}
 
     # A lock left behind by a crashed run: force-unlock it with this client.
-    assert tofu_server.request("LOCK", p.lock, lock_body("left-behind")).status == 200
+    assert server.request("LOCK", p.lock, lock_body("left-behind")).status == 200
     failed = client.run("plan", "-no-color", "-lock-timeout=0s", check=False)
     assert failed.returncode != 0 and "lock" in failed.stderr.lower()
     client.run("force-unlock", "-force", "left-behind")
-    assert held_lock(tofu_server, p) is None
+    assert held_lock(server, p) is None
     assert client.run("plan", "-no-color", "-detailed-exitcode", "-var", "label=two").returncode == 0
 
 
-def test_two_applies_at_once(
-    tofu_server: Server, p: Paths, tools_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_two_applies_at_once(server: Server, p: Paths, tools_env: dict[str, str], tmp_path: Path) -> None:
     tofu = tools_env["TOFU"]
-    first = make_client(tofu, tmp_path / "a", tools_env, tofu_server, p.name)
-    second = make_client(tofu, tmp_path / "b", tools_env, tofu_server, p.name)
+    first = make_client(tofu, tmp_path / "a", tools_env, server, p.name)
+    second = make_client(tofu, tmp_path / "b", tools_env, server, p.name)
     first.run("init", "-no-color")
     second.run("init", "-no-color")
     slow = first.start("apply", "-no-color", "-auto-approve", "-var", "label=first", "-var", "sleep=3")
     try:
-        holder = wait_until(lambda: held_lock(tofu_server, p), 60, "the first apply to lock")
+        holder = wait_until(lambda: held_lock(server, p), 60, "the first apply to lock")
         other = second.run(
             "apply", "-no-color", "-auto-approve", "-var", "label=second", "-lock-timeout=0s", check=False
         )
@@ -104,10 +87,10 @@ def test_two_applies_at_once(
     assert holder["ID"] in other.stderr and holder["Who"] in other.stderr
     assert "OperationTypeApply" in other.stderr
     # Nothing lost: the state is the winner's, complete, and the lock is gone.
-    state = current_state(tofu_server, p)
+    state = current_state(server, p)
     assert state["outputs"]["label"]["value"] == "first"  # type: ignore[index]
     assert {r["name"] for r in state["resources"]} == {"fast", "slow"}  # type: ignore[union-attr,index]
-    assert held_lock(tofu_server, p) is None
+    assert held_lock(server, p) is None
     plan = first.run("plan", "-no-color", "-detailed-exitcode", "-var", "label=first", "-var", "sleep=3")
     assert plan.returncode == 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from tfstate_harness import (
+    Moto,
     Paths,
     Server,
     basic,
@@ -174,3 +175,19 @@ def test_sigterm_finishes_an_in_flight_write(own_server: Server, p: Paths) -> No
     assert server.proc.wait(30) == 0  # type: ignore[union-attr]
     server.start()
     assert server.request("GET", p.state).body == body
+
+
+def test_s3_current_state_without_its_version_object_is_still_a_version(
+    moto: Moto, tmp_path: Path, p: Paths
+) -> None:
+    """A replica killed between the conditional write and the version copy."""
+    bucket = moto.new_bucket()
+    with running_server(f"s3://{bucket}/pre", tmp_path, **moto.env) as server:
+        assert server.request("POST", p.state, state_body(1)).status == 200
+        assert server.request("POST", p.state, state_body(2)).status == 200
+        moto.client().delete_object(Bucket=bucket, Key=f"pre/alice/{p.name}.versions/0000000002")
+        assert [v["serial"] for v in server.request("GET", p.versions).json()] == [2, 1]
+        assert server.request("GET", f"{p.versions}/2").body == state_body(2)
+        assert server.request("POST", p.state, state_body(3)).status == 200
+        listed = moto.client().list_objects_v2(Bucket=bucket, Prefix=f"pre/alice/{p.name}.versions/")
+        assert [o["Key"][-2:] for o in listed["Contents"]] == ["01", "02", "03"]

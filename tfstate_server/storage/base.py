@@ -56,7 +56,6 @@ class VersionInfo:
 class WriteRequest:
     key: StateKey
     body: bytes
-    meta: StateMeta
     who: str
     created: str
 
@@ -67,7 +66,8 @@ HistoryCheck = Callable[[StateMeta | None], None]
 
 
 class Staged(abc.ABC):
-    """A write prepared outside the per-state critical section (e.g. a synced temp file)."""
+    """A write prepared outside the per-state critical section, while the body is still
+    being validated (e.g. a temp file being written and synced)."""
 
     request: WriteRequest
 
@@ -85,7 +85,7 @@ class Store(abc.ABC):
     def stage(self, request: WriteRequest) -> Staged: ...
 
     @abc.abstractmethod
-    def commit(self, staged: Staged, lock_id: str | None, check: HistoryCheck) -> int:
+    def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
         """Store the staged write as the new state and a new version; returns the version.
 
         lock_id is the ?ID of the request: if the state is locked it must be the holder's

@@ -1,8 +1,11 @@
 """State in one directory: atomic, fsync'd writes and flock-guarded locks.
 
 Layout, per state: <root>/<user>/<name>/
-    state          the current state: one JSON header line, then the body as received
-    v0000000042    version 42: a hard link to what `state` was after that write
+    v0000000042.s17.l<lineage>.<who>
+                   version 42 (serial 17), the body as received; the newest version is
+                   the current state. Its name carries what the history check and the
+                   versions list need, so no write or read has to parse a stored state.
+                   (A lineage that is not [A-Za-z0-9-]{1,64} is named by its hash, "h...")
     lock.json      the LockInfo of the holder, if locked
     .mutex         flock(2) target guarding check-and-set of the lock and of writes
     .tmp-*         a write in progress (unlinked on failure; stale ones are pruned)
@@ -12,16 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
+import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tfstate_server import lockinfo
 from tfstate_server.lockinfo import LockInfo
-from tfstate_server.statebody import meta_of
+from tfstate_server.statebody import StateMeta, parse_state
 from tfstate_server.storage.base import (
     HistoryCheck,
     LockHeld,
@@ -33,12 +39,36 @@ from tfstate_server.storage.base import (
     WriteRequest,
 )
 
-STATE = "state"
 LOCK = "lock.json"
 MUTEX = ".mutex"
 TMP_PREFIX = ".tmp-"
-VERSION_PREFIX = "v"
 STALE_TMP_SECONDS = 3600
+READ_ATTEMPTS = 10  # a reader can lose its file to pruning only after that many writes
+_VERSION = re.compile(r"v(\d{10})\.s(\d{1,20})\.([lh][A-Za-z0-9-]{1,64})\.(.+)")
+_PLAIN_LINEAGE = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def lineage_token(lineage: str) -> str:
+    if _PLAIN_LINEAGE.fullmatch(lineage):
+        return "l" + lineage
+    return "h" + hashlib.sha256(lineage.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class _Version:
+    number: int
+    serial: int
+    token: str
+    who: str
+    filename: str
+
+    @classmethod
+    def parse(cls, filename: str) -> _Version | None:
+        match = _VERSION.fullmatch(filename)
+        if match is None:
+            return None
+        number, serial, token, who = match.groups()
+        return cls(int(number), int(serial), token, who, filename)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -60,19 +90,6 @@ def _write_file(path: Path, chunks: list[bytes], sync: bool) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _split(record: bytes) -> tuple[dict[str, object], bytes]:
-    newline = record.index(b"\n")
-    return json.loads(record[:newline]), record[newline + 1 :]
-
-
-def _read_header(path: Path) -> dict[str, object] | None:
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.readline())
-    except FileNotFoundError:
-        return None
 
 
 class FileStaged(Staged):
@@ -128,17 +145,19 @@ class FileStore(Store):
         except FileNotFoundError:
             return None
 
-    def _versions(self, directory: Path) -> list[int]:
+    def _versions(self, directory: Path) -> list[_Version]:
+        """Oldest first."""
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
             return []
-        return sorted(int(n[1:]) for n in names if n.startswith(VERSION_PREFIX) and n[1:].isdigit())
+        found = [_Version.parse(name) for name in names if name.startswith("v")]
+        return sorted((v for v in found if v is not None), key=lambda v: v.number)
 
-    def _prune(self, directory: Path, versions: list[int]) -> None:
-        for number in versions[: max(0, len(versions) - self.keep_versions)]:
+    def _prune(self, directory: Path, versions: list[_Version]) -> None:
+        for version in versions[: max(0, len(versions) - self.keep_versions)]:
             with contextlib.suppress(FileNotFoundError):
-                (directory / f"{VERSION_PREFIX}{number:010d}").unlink()
+                (directory / version.filename).unlink()
         # Temp files of writes killed mid-way (another live process's are young).
         cutoff = time.time() - STALE_TMP_SECONDS
         for entry in os.scandir(directory):
@@ -147,35 +166,44 @@ class FileStore(Store):
                     if entry.stat().st_mtime < cutoff:
                         os.unlink(entry.path)
 
+    def _read_newest(self, directory: Path, pick: int | None = None) -> tuple[_Version, bytes] | None:
+        """The newest version (matching `pick`, a serial, if given) and its body."""
+        for _ in range(READ_ATTEMPTS):
+            versions = self._versions(directory)
+            if pick is not None:
+                versions = [v for v in versions if v.serial == pick]
+            if not versions:
+                return None
+            try:
+                return versions[-1], (directory / versions[-1].filename).read_bytes()
+            except FileNotFoundError:
+                continue  # pruned under us by several newer writes: look again
+        raise OSError(f"{directory}: versions keep changing")
+
+    def _meta(self, directory: Path, version: _Version) -> StateMeta:
+        if version.token.startswith("l"):
+            return StateMeta(version.serial, version.token[1:])
+        # A lineage only stored as a hash: read it from the state (unusual lineages only).
+        return parse_state((directory / version.filename).read_bytes())
+
     # -- state -----------------------------------------------------------------------
 
     def read_state(self, key: StateKey) -> bytes | None:
-        try:
-            record = (self._dir(key) / STATE).read_bytes()
-        except FileNotFoundError:
-            return None
-        return record[record.index(b"\n") + 1 :]
+        newest = self._read_newest(self._dir(key))
+        return None if newest is None else newest[1]
 
     def stage(self, request: WriteRequest) -> FileStaged:
         directory = self._ensure_dir(request.key)
-        header = {
-            "serial": request.meta.serial,
-            "lineage": request.meta.lineage,
-            "size": len(request.body),
-            "created": request.created,
-            "who": request.who,
-        }
         tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-        line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
         try:
-            _write_file(tmp, [line, request.body], self.sync_state)
+            _write_file(tmp, [request.body], self.sync_state)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
         return FileStaged(request, directory, tmp)
 
-    def commit(self, staged: Staged, lock_id: str | None, check: HistoryCheck) -> int:
+    def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
         assert isinstance(staged, FileStaged)
         directory = staged.directory
         with self._mutex(directory):
@@ -184,48 +212,44 @@ class FileStore(Store):
                 raise LockHeld(holder)
             if holder is None and lock_id is not None:
                 raise LockNotHeld(lock_id)
-            header = _read_header(directory / STATE)
-            current = None if header is None else meta_of(header)
-            check(current)
             versions = self._versions(directory)
-            number = (versions[-1] if versions else 0) + 1
-            os.link(staged.tmp, directory / f"{VERSION_PREFIX}{number:010d}")
-            # rename(2) is atomic: readers see the old or the new file, never a mix.
-            os.replace(staged.tmp, directory / STATE)
+            check(self._meta(directory, versions[-1]) if versions else None)
+            number = (versions[-1].number if versions else 0) + 1
+            name = f"v{number:010d}.s{meta.serial}.{lineage_token(meta.lineage)}.{staged.request.who}"
+            # rename(2) is atomic: readers see the previous newest version or this one.
+            os.rename(staged.tmp, directory / name)
             if self.sync_state:
                 _fsync_dir(directory)
-            self._prune(directory, [*versions, number])
+            written = _Version.parse(name)
+            assert written is not None
+            self._prune(directory, [*versions, written])
         return number
 
     def list_versions(self, key: StateKey) -> list[VersionInfo]:
         directory = self._dir(key)
         result = []
-        for number in reversed(self._versions(directory)):
-            header = _read_header(directory / f"{VERSION_PREFIX}{number:010d}")
-            if header is None:
+        for version in reversed(self._versions(directory)):
+            try:
+                stat = os.stat(directory / version.filename)
+                lineage = self._meta(directory, version).lineage
+            except FileNotFoundError:
                 continue  # pruned meanwhile
+            created = datetime.fromtimestamp(stat.st_mtime, UTC)
             result.append(
                 VersionInfo(
-                    version=number,
-                    serial=int(header["serial"]),  # type: ignore[call-overload]
-                    lineage=str(header["lineage"]),
-                    size=int(header["size"]),  # type: ignore[call-overload]
-                    created=str(header["created"]),
-                    who=str(header["who"]),
+                    version=version.number,
+                    serial=version.serial,
+                    lineage=lineage,
+                    size=stat.st_size,
+                    created=created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    who=version.who,
                 )
             )
         return result
 
     def read_version(self, key: StateKey, serial: int) -> bytes | None:
-        directory = self._dir(key)
-        for number in reversed(self._versions(directory)):
-            try:
-                header, body = _split((directory / f"{VERSION_PREFIX}{number:010d}").read_bytes())
-            except FileNotFoundError:
-                continue
-            if header["serial"] == serial:
-                return body
-        return None
+        newest = self._read_newest(self._dir(key), serial)
+        return None if newest is None else newest[1]
 
     # -- locks -----------------------------------------------------------------------
 

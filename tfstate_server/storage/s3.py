@@ -15,7 +15,9 @@ checks hold across replicas.
 
 from __future__ import annotations
 
+import contextlib
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -48,6 +50,14 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
 
 def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
     return _code(exc) in {"NoSuchKey", "404", "NotFound"}
+
+
+@dataclass(frozen=True)
+class _Current:
+    etag: str
+    meta: StateMeta
+    version: int
+    head: dict[str, Any]
 
 
 class S3Staged(Staged):
@@ -118,23 +128,35 @@ class S3Store(Store):
     def stage(self, request: WriteRequest) -> S3Staged:
         return S3Staged(request)
 
-    def _current(self, key: StateKey) -> tuple[str, StateMeta, int] | None:
-        """ETag, meta and version of the current state."""
+    def _head(self, object_key: str) -> dict[str, Any] | None:
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=object_key)  # type: ignore[no-any-return]
+        except botocore.exceptions.ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+
+    def _current(self, key: StateKey) -> _Current | None:
+        head = self._head(self._state_key(key))
+        if head is None:
+            return None
+        metadata = head.get("Metadata", {})
+        try:
+            meta = StateMeta(int(metadata["serial"]), urllib.parse.unquote(metadata["lineage"]))
+            return _Current(head["ETag"], meta, int(metadata["version"]), head)
+        except (KeyError, ValueError):
+            pass
+        # Written by the tfstate-worker or another tool: read what we need from the body.
         got = self._get(self._state_key(key))
         if got is None:
             return None
-        body, etag, metadata = got
-        try:
-            meta = StateMeta(int(metadata["serial"]), urllib.parse.unquote(metadata["lineage"]))
-            version = int(metadata["version"])
-        except (KeyError, ValueError):
-            # Written by the tfstate-worker or another tool: derive what we need.
-            meta = parse_state(body)
-            numbers = self._version_numbers(key)
-            version = numbers[-1][0] if numbers else 0
-        return etag, meta, version
+        numbers = self._version_numbers(key)
+        return _Current(got[1], parse_state(got[0]), numbers[-1][0] if numbers else 0, head)
 
-    def commit(self, staged: Staged, lock_id: str | None, check: HistoryCheck) -> int:
+    def _version_key(self, key: StateKey, number: int) -> str:
+        return f"{self._versions_prefix(key)}{number:010d}"
+
+    def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
         request = staged.request
         key = request.key
         for _ in range(MAX_ATTEMPTS):
@@ -144,16 +166,19 @@ class S3Store(Store):
             if holder is None and lock_id is not None:
                 raise LockNotHeld(lock_id)
             current = self._current(key)
-            check(None if current is None else current[1])
-            version = (current[2] if current else 0) + 1
+            check(None if current is None else current.meta)
+            numbers = self._version_numbers(key)
+            if current is not None and current.version not in {n for n, _ in numbers}:
+                self._keep_current(key, current)
+            version = (current.version if current else 0) + 1
             metadata = {
                 "version": str(version),
-                "serial": str(request.meta.serial),
-                "lineage": urllib.parse.quote(request.meta.lineage, safe=""),
+                "serial": str(meta.serial),
+                "lineage": urllib.parse.quote(meta.lineage, safe=""),
                 "created": request.created,
                 "who": request.who,
             }
-            condition = {"IfMatch": current[0]} if current else {"IfNoneMatch": "*"}
+            condition = {"IfMatch": current.etag} if current else {"IfNoneMatch": "*"}
             try:
                 self.s3.put_object(
                     Bucket=self.bucket,
@@ -167,50 +192,71 @@ class S3Store(Store):
                 if _code(exc) in _CONFLICT_CODES:
                     continue  # another replica wrote first: check again against its state
                 raise
+            # Winning the conditional write makes this version number ours. Dying before
+            # the copy below leaves a current state without its version object; the
+            # next write puts it back (_keep_current), and listings include it meanwhile.
             self.s3.put_object(
                 Bucket=self.bucket,
-                Key=f"{self._versions_prefix(key)}{version:010d}",
+                Key=self._version_key(key, version),
                 Body=request.body,
                 ContentType="application/json",
                 Metadata=metadata,
             )
-            self._prune(key)
+            self._prune([*numbers, (version, self._version_key(key, version))])
             return version
         raise StateConflict("the state changed repeatedly during the write; try again")
 
-    def _prune(self, key: StateKey) -> None:
-        numbers = self._version_numbers(key)
-        old = numbers[: max(0, len(numbers) - self.keep_versions)]
+    def _keep_current(self, key: StateKey, current: _Current) -> None:
+        if current.version < 1:
+            return
+        with contextlib.suppress(botocore.exceptions.ClientError):
+            self.s3.copy_object(
+                Bucket=self.bucket,
+                Key=self._version_key(key, current.version),
+                CopySource={"Bucket": self.bucket, "Key": self._state_key(key)},
+                CopySourceIfMatch=current.etag,
+                MetadataDirective="COPY",
+            )
+
+    def _prune(self, numbers: list[tuple[int, str]]) -> None:
+        old = sorted(numbers)[: max(0, len(numbers) - self.keep_versions)]
         for start in range(0, len(old), 1000):
             batch = [{"Key": object_key} for _, object_key in old[start : start + 1000]]
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
-    def list_versions(self, key: StateKey) -> list[VersionInfo]:
+    def _version_info(self, number: int, head: dict[str, Any]) -> VersionInfo:
+        metadata = head.get("Metadata", {})
+        return VersionInfo(
+            version=number,
+            serial=int(metadata.get("serial", -1)),
+            lineage=urllib.parse.unquote(metadata.get("lineage", "")),
+            size=int(head["ContentLength"]),
+            created=metadata.get("created", ""),
+            who=metadata.get("who", ""),
+        )
+
+    def _listing(self, key: StateKey) -> list[tuple[VersionInfo, str]]:
+        """Versions newest first, with the key to read each from."""
         result = []
-        for number, object_key in reversed(self._version_numbers(key)):
-            try:
-                head = self.s3.head_object(Bucket=self.bucket, Key=object_key)
-            except botocore.exceptions.ClientError as exc:
-                if _is_missing(exc):
-                    continue  # pruned meanwhile
-                raise
-            metadata = head.get("Metadata", {})
-            result.append(
-                VersionInfo(
-                    version=number,
-                    serial=int(metadata.get("serial", -1)),
-                    lineage=urllib.parse.unquote(metadata.get("lineage", "")),
-                    size=int(head["ContentLength"]),
-                    created=metadata.get("created", ""),
-                    who=metadata.get("who", ""),
-                )
-            )
+        current = self._current(key)
+        numbers = self._version_numbers(key)
+        if current is not None and current.version not in {n for n, _ in numbers}:
+            # The current state's version object is missing (see commit): it is a version.
+            info = self._version_info(current.version, current.head)
+            result.append((info, self._state_key(key)))
+        for number, object_key in reversed(numbers):
+            head = self._head(object_key)
+            if head is not None:  # else pruned meanwhile
+                result.append((self._version_info(number, head), object_key))
         return result
 
+    def list_versions(self, key: StateKey) -> list[VersionInfo]:
+        return [info for info, _ in self._listing(key)]
+
     def read_version(self, key: StateKey, serial: int) -> bytes | None:
-        for version in self.list_versions(key):
-            if version.serial == serial:
-                got = self._get(f"{self._versions_prefix(key)}{version.version:010d}")
+        for info, object_key in self._listing(key):
+            if info.serial == serial:
+                got = self._get(object_key)
                 if got is not None:
                     return got[0]
         return None
