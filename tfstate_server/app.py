@@ -73,8 +73,15 @@ async def _blocking(fn: Callable[..., T], *args: Any) -> T:
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
     """The body, or None when it is over limit (without reading all of it)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
+    if request.content_length is not None:
+        if request.content_length > limit:
+            return None
+        if request.content_length == 0:
+            return b""
+        try:
+            return await request.content.readexactly(request.content_length)
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectionResetError("client sent less than its Content-Length") from exc
     buf = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         buf += chunk
@@ -87,7 +94,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 async def get_state(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
-    body = await _blocking(request.app[CONFIG].store.read_state, key)
+    store = request.app[CONFIG].store
+    body = store.peek_state(key)
+    if body is None:
+        body = await _blocking(store.read_state, key)
     if body is None:
         return web.Response(status=204)  # no state yet
     return web.Response(body=body, content_type="application/json")

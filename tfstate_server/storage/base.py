@@ -81,6 +81,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read_state(self, key: StateKey) -> bytes | None: ...
 
+    def peek_state(self, key: StateKey) -> bytes | None:
+        """The current state if it can be had without blocking (e.g. from memory), else
+        None (also when there is no state): the caller then uses read_state."""
+        return None
+
     @abc.abstractmethod
     def stage(self, request: WriteRequest) -> Staged: ...
 
