@@ -191,3 +191,14 @@ def test_s3_current_state_without_its_version_object_is_still_a_version(
         assert server.request("POST", p.state, state_body(3)).status == 200
         listed = moto.client().list_objects_v2(Bucket=bucket, Prefix=f"pre/alice/{p.name}.versions/")
         assert [o["Key"][-2:] for o in listed["Contents"]] == ["01", "02", "03"]
+
+
+def test_a_replica_never_serves_a_state_another_replaced(replicas: tuple[Server, Server], p: Paths) -> None:
+    """Reads may be served from memory: never after another process wrote."""
+    first, second = replicas
+    for serial in range(1, 6):
+        body = state_body(serial, pad=serial)
+        writer, reader = (first, second) if serial % 2 else (second, first)
+        assert writer.request("POST", p.state, body).status == 200
+        assert reader.request("GET", p.state).body == body
+        assert reader.request("GET", p.state).body == body  # now cached: still current
