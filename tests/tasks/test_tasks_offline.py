@@ -36,8 +36,13 @@ def test_configure_encrypts_and_decrypts_with_a_throwaway_key(workspace: TaskWor
     # local state: configure ran init
     assert (workspace.stack_dir / ".terraform").is_dir()
     # decrypting gives back exactly what tofu's environment gets
-    ws = Workspace(workspace.cluster, workspace.nodes, workspace.root / "secrets.sops.yaml",
-                   workspace.root / "age.key", workspace.outdir)
+    ws = Workspace(
+        workspace.cluster,
+        workspace.nodes,
+        workspace.root / "secrets.sops.yaml",
+        workspace.root / "age.key",
+        workspace.outdir,
+    )
     got = sec.decrypt(ws, tools_env())
     assert got.tfstate_password == STATE_PASSWORD
     assert got.tofu_env()["PROXMOX_VE_API_TOKEN"] == f"root@pam!terraform={TOKEN_SECRET}"
@@ -50,8 +55,10 @@ def test_wrong_or_missing_age_key_gives_one_clear_line(workspace: TaskWorkspace,
 
     missing = workspace.task("infra:output", env={"SOPS_AGE_KEY_FILE": str(other)})
     assert missing.returncode != 0
-    assert (f"error: cannot decrypt {workspace.root / 'secrets.sops.yaml'}: age key file {other} "
-            "not found; set SOPS_AGE_KEY_FILE") in missing.stderr
+    assert (
+        f"error: cannot decrypt {workspace.root / 'secrets.sops.yaml'}: age key file {other} "
+        "not found; set SOPS_AGE_KEY_FILE"
+    ) in missing.stderr
 
     subprocess.run(["age-keygen", "-o", str(other)], env=tools_env(), check=True, capture_output=True)
     wrong = workspace.task("infra:output", env={"SOPS_AGE_KEY_FILE": str(other)})
@@ -66,7 +73,10 @@ def test_wrong_or_missing_age_key_gives_one_clear_line(workspace: TaskWorkspace,
     [
         (("infra:destroy",), "refusing to DESTROY every VM and ISO in this stack without confirmation"),
         (("infra:apply-auto",), "refusing to apply changes without a saved plan without confirmation"),
-        (("infra:force-unlock", "LOCK_ID=0d1e2f"), "refusing to force-unlock state lock 0d1e2f without confirmation"),
+        (
+            ("infra:force-unlock", "LOCK_ID=0d1e2f"),
+            "refusing to force-unlock state lock 0d1e2f without confirmation",
+        ),
     ],
 )
 def test_destructive_tasks_refuse_without_confirmation(workspace: TaskWorkspace, args, what) -> None:
@@ -108,7 +118,9 @@ def test_plan_passes_extra_arguments_and_resynthesizes(workspace: TaskWorkspace)
 
 
 def test_bad_config_fails_with_problem_lines(workspace: TaskWorkspace) -> None:
-    workspace.nodes.write_text(workspace.nodes.read_text().replace("mac_addr: \"bc:24:11:00:00:11\"", "mac_addr: \"bc:24:11:00:00:10\""))
+    workspace.nodes.write_text(
+        workspace.nodes.read_text().replace('mac_addr: "bc:24:11:00:00:11"', 'mac_addr: "bc:24:11:00:00:10"')
+    )
     proc = workspace.task("synth")
     assert proc.returncode != 0
     assert "nodes[1].mac_addr: duplicate MAC address bc:24:11:00:00:10" in proc.stderr
@@ -117,17 +129,44 @@ def test_bad_config_fails_with_problem_lines(workspace: TaskWorkspace) -> None:
 
 def test_verify_nodes_says_which_method(workspace: TaskWorkspace) -> None:
     nodes = [
-        {"name": f"n{i}", "address": f"127.0.0.{i + 3}", "controller": True, "disk": "/dev/sda",
-         "mac_addr": f"bc:24:11:00:00:9{i}", "schematic_id": "a" * 64}
+        {
+            "name": f"n{i}",
+            "address": f"127.0.0.{i + 3}",
+            "controller": True,
+            "disk": "/dev/sda",
+            "mac_addr": f"bc:24:11:00:00:9{i}",
+            "schematic_id": "a" * 64,
+        }
         for i in range(2)
     ]
     workspace.nodes.write_text(json.dumps({"nodes": nodes}))
-    workspace.cluster.write_text(workspace.cluster.read_text().replace('node_cidr: "10.10.0.0/24"', 'node_cidr: "127.0.0.0/8"'))
+    workspace.cluster.write_text(
+        workspace.cluster.read_text().replace('node_cidr: "10.10.0.0/24"', 'node_cidr: "127.0.0.0/8"')
+    )
     with socket.socket() as listener:  # the first node "answers" on the maintenance port
         listener.bind(("127.0.0.3", 50000))
         listener.listen(4)
         proc = workspace.task("infra:verify-nodes")
     assert "checking 2 nodes with" in proc.stdout
-    assert "TCP connect to port 50000 (talosctl not found)" in proc.stdout or "talosctl get disks" in proc.stdout
+    assert (
+        "TCP connect to port 50000 (talosctl not found)" in proc.stdout or "talosctl get disks" in proc.stdout
+    )
     assert "ok   n0" in proc.stdout and "FAIL n1" in proc.stdout
     assert proc.returncode != 0 and "1/2 nodes answer" in proc.stdout
+
+
+def test_fmt_check_passes_on_the_project(workspace: TaskWorkspace) -> None:
+    proc = workspace.task("infra:fmt-check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "already formatted" in proc.stdout + proc.stderr
+
+
+def test_fmt_formats_and_fmt_check_catches(workspace: TaskWorkspace, tmp_path_factory) -> None:
+    code = tmp_path_factory.mktemp("code")
+    messy = code / "messy.py"
+    messy.write_text("import os\nx = {  'a':1 }\nprint( os.sep,x )\n")
+    before = workspace.task("infra:fmt-check", "--", str(code))
+    assert before.returncode != 0 and "1 file would be reformatted" in before.stdout
+    assert workspace.task("infra:fmt", "--", str(code)).returncode == 0
+    assert messy.read_text() == 'import os\n\nx = {"a": 1}\nprint(os.sep, x)\n'
+    assert workspace.task("infra:fmt-check", "--", str(code)).returncode == 0
