@@ -37,8 +37,11 @@ def one_run(tmp: Path, tools: object, local_state: bool) -> dict[str, float]:
     with ExitStack() as stack:
         pve = FakePveServer()
         stack.callback(pve.stop)
-        pve.call(lambda p: p.guest_addresses.update(
-            {str(n["mac_addr"]).lower(): str(n["address"]) for n in example_nodes()}))
+        pve.call(
+            lambda p: p.guest_addresses.update(
+                {str(n["mac_addr"]).lower(): str(n["address"]) for n in example_nodes()}
+            )
+        )
         state = None
         if not local_state:
             server = StateServer(tmp / "tfstate")
@@ -63,8 +66,9 @@ def one_run(tmp: Path, tools: object, local_state: bool) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--local-state", action="store_true",
-                        help="local backend instead of the state server")
+    parser.add_argument(
+        "--local-state", action="store_true", help="local backend instead of the state server"
+    )
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
     args = parser.parse_args()
     tools = ensure_tools()
@@ -75,8 +79,15 @@ def main() -> int:
         print(f"run {i + 1}: " + "  ".join(f"{k} {v:.2f}s" for k, v in runs[-1].items()), file=sys.stderr)
     medians = {step: round(statistics.median(r[step] for r in runs), 2) for step in STEPS}
     if args.json:
-        print(json.dumps({"runs": len(runs), "state": "local" if args.local_state else "http",
-                          "median_seconds": medians}))
+        print(
+            json.dumps(
+                {
+                    "runs": len(runs),
+                    "state": "local" if args.local_state else "http",
+                    "median_seconds": medians,
+                }
+            )
+        )
     else:
         backend = "local backend" if args.local_state else "tfstate server"
         print(f"6-node example against fakepve, {backend}, median of {len(runs)} runs:")

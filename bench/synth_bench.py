@@ -114,13 +114,23 @@ def main() -> None:
             runs = [measure(cmd, env, ROOT) for _ in range(args.runs)]
         wall = statistics.median(r[0] for r in runs)
         own, tree = max(r[1] for r in runs), max(r[2] for r in runs)
-        results.append({"command": label, "nodes": count, "median_s": round(wall, 3),
-                        "min_s": round(min(r[0] for r in runs), 3),
-                        "peak_rss_mb": round(own, 1), "peak_rss_tree_mb": round(tree, 1)})
+        results.append(
+            {
+                "command": label,
+                "nodes": count,
+                "median_s": round(wall, 3),
+                "min_s": round(min(r[0] for r in runs), 3),
+                "peak_rss_mb": round(own, 1),
+                "peak_rss_tree_mb": round(tree, 1),
+            }
+        )
         if not args.json:
-            print(f"{label:16} {count:4d} nodes: median {wall:6.3f} s  "
-                  f"(min {min(r[0] for r in runs):.3f} s)  peak RSS {own:6.1f} MB "
-                  f"(with node: {tree:6.1f} MB)", flush=True)
+            print(
+                f"{label:16} {count:4d} nodes: median {wall:6.3f} s  "
+                f"(min {min(r[0] for r in runs):.3f} s)  peak RSS {own:6.1f} MB "
+                f"(with node: {tree:6.1f} MB)",
+                flush=True,
+            )
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -21,18 +21,26 @@ def cross_checks(
     problems: list[Problem] = []
     url, node = cluster.proxmox_api_url, cluster.proxmox_node
     if (url is None) != (node is None):
-        missing, present = ("proxmox_node", "proxmox_api_url") if node is None else (
-            "proxmox_api_url", "proxmox_node")
-        problems.append(Problem(
-            cdisplay, csrc.line_of((present,)), missing,
-            f"required key is missing (set it too, or remove {present} to keep "
-            "infrastructure disabled)",
-        ))
+        missing, present = (
+            ("proxmox_node", "proxmox_api_url") if node is None else ("proxmox_api_url", "proxmox_node")
+        )
+        problems.append(
+            Problem(
+                cdisplay,
+                csrc.line_of((present,)),
+                missing,
+                f"required key is missing (set it too, or remove {present} to keep infrastructure disabled)",
+            )
+        )
     if url is not None and node is not None and not nodes.nodes:
-        problems.append(Problem(
-            ndisplay, nsrc.line_of(("nodes",)), "nodes",
-            "no nodes (expected at least one node while infrastructure is enabled)",
-        ))
+        problems.append(
+            Problem(
+                ndisplay,
+                nsrc.line_of(("nodes",)),
+                "nodes",
+                "no nodes (expected at least one node while infrastructure is enabled)",
+            )
+        )
 
     def unique(what: str, field: str, value: Callable[[int], Hashable | None]) -> None:
         first: dict[Hashable, int] = {}
@@ -41,11 +49,15 @@ def cross_checks(
             if v is None:
                 continue
             if v in first:
-                problems.append(Problem(
-                    ndisplay, nsrc.line_of(("nodes", i, field)), f"nodes[{i}].{field}",
-                    f"duplicate {what} {nodes.nodes[i].model_dump()[field]!s} "
-                    f"(expected unique; also used by nodes[{first[v]}])",
-                ))
+                problems.append(
+                    Problem(
+                        ndisplay,
+                        nsrc.line_of(("nodes", i, field)),
+                        f"nodes[{i}].{field}",
+                        f"duplicate {what} {nodes.nodes[i].model_dump()[field]!s} "
+                        f"(expected unique; also used by nodes[{first[v]}])",
+                    )
+                )
             else:
                 first[v] = i
 
@@ -60,20 +72,27 @@ def cross_checks(
     for i, n in enumerate(nodes.nodes):
         key = (n.schematic_id[:12], n.secureboot)
         if prefixes.setdefault(key, n.schematic_id) != n.schematic_id:
-            problems.append(Problem(
-                ndisplay, nsrc.line_of(("nodes", i, "schematic_id")), f"nodes[{i}].schematic_id",
-                f"shares its first 12 characters with {prefixes[key]} (expected schematics "
-                "that differ in the first 12 characters: the ISO file name uses only those)",
-            ))
+            problems.append(
+                Problem(
+                    ndisplay,
+                    nsrc.line_of(("nodes", i, "schematic_id")),
+                    f"nodes[{i}].schematic_id",
+                    f"shares its first 12 characters with {prefixes[key]} (expected schematics "
+                    "that differ in the first 12 characters: the ISO file name uses only those)",
+                )
+            )
 
     if cluster.node_cidr is not None:
         for i, n in enumerate(nodes.nodes):
             if n.address not in cluster.node_cidr:
-                problems.append(Problem(
-                    ndisplay, nsrc.line_of(("nodes", i, "address")), f"nodes[{i}].address",
-                    f"{n.address} is outside node_cidr (expected an address in "
-                    f"{cluster.node_cidr})",
-                ))
+                problems.append(
+                    Problem(
+                        ndisplay,
+                        nsrc.line_of(("nodes", i, "address")),
+                        f"nodes[{i}].address",
+                        f"{n.address} is outside node_cidr (expected an address in {cluster.node_cidr})",
+                    )
+                )
     return problems
 
 
@@ -87,6 +106,5 @@ def prefix_warnings(csrc: YamlSource, cdisplay: str) -> list[Problem]:
         if isinstance(key, str) and key.startswith(OWN_PREFIXES) and key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
             hint = f"did you mean '{close[0]}'?" if close else "not used by this app"
-            warnings.append(Problem(cdisplay, csrc.line_of((key,)), key,
-                                    f"warning: unknown key ({hint})"))
+            warnings.append(Problem(cdisplay, csrc.line_of((key,)), key, f"warning: unknown key ({hint})"))
     return warnings

@@ -24,8 +24,7 @@ def resolve_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
     over `proxmox_vm_defaults`, so that key never took effect; here it does.)"""
     role = "controller" if node.controller else "worker"
     user_role = (
-        cluster.proxmox_vm_controller_defaults if node.controller
-        else cluster.proxmox_vm_worker_defaults
+        cluster.proxmox_vm_controller_defaults if node.controller else cluster.proxmox_vm_worker_defaults
     )
     resolved = {}
     for key in SIZING_KEYS:

@@ -114,19 +114,21 @@ def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> Infr
             iso = isos.setdefault(iso.key, iso)  # one download per (schematic, secureboot)
             sizing = resolve_sizing(node, cluster)
             order, up, down = resolve_startup(node, position)
-            vms.append(VmSpec(
-                name=node.name,
-                address=str(node.address),
-                controller=node.controller,
-                vm_id=node.vm_id,
-                startup_order=order,
-                startup_delay=up,
-                shutdown_delay=down,
-                mac_address=node.mac_addr.upper(),
-                mtu=node.mtu,
-                iso=iso,
-                **sizing,
-            ))
+            vms.append(
+                VmSpec(
+                    name=node.name,
+                    address=str(node.address),
+                    controller=node.controller,
+                    vm_id=node.vm_id,
+                    startup_order=order,
+                    startup_delay=up,
+                    shutdown_delay=down,
+                    mac_address=node.mac_addr.upper(),
+                    mtu=node.mtu,
+                    iso=iso,
+                    **sizing,
+                )
+            )
     return InfraConfig(
         cluster=cluster,
         backend=backend_from(cluster, cluster_path),

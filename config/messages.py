@@ -89,9 +89,7 @@ def problems_from(
         elif kind in _RANGE:
             what = f"{_show(err['input'], key)} is out of range"
         elif kind in ("model_type", "dict_type") and not loc:
-            problems.append(
-                Problem(display, src.line_of(loc), "", "the file must be a mapping of keys")
-            )
+            problems.append(Problem(display, src.line_of(loc), "", "the file must be a mapping of keys"))
             continue
         elif kind in ("model_type", "dict_type"):
             what = f"{_show(err['input'], key)} is not a mapping"

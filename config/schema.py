@@ -163,8 +163,9 @@ class NodeEntry(Strict):
     controller: bool = expect("true or false")
     disk: str = expect("an install disk path or serial", min_length=1)
     mac_addr: str = expect("a lower-case MAC such as 'bc:24:11:00:00:01'", pattern=MAC_RE)
-    schematic_id: str = expect("64 lower-case hex characters from the Talos Image Factory",
-                               pattern=SCHEMATIC_RE)
+    schematic_id: str = expect(
+        "64 lower-case hex characters from the Talos Image Factory", pattern=SCHEMATIC_RE
+    )
     mtu: int | None = expect("an MTU 1450..9000", default=None, ge=1450, le=9000)
     secureboot: bool = expect("true or false", default=False)
     encrypt_disk: bool | None = expect("true or false", default=None)
@@ -194,4 +195,3 @@ def expected_text(model: type[BaseModel], key: str) -> str | None:
     info = model.model_fields.get(key)
     extra = info.json_schema_extra if info else None
     return extra.get("expected") if isinstance(extra, dict) else None  # type: ignore[return-value]
-

@@ -97,6 +97,7 @@ class HarnessPve(FakePve):  # type: ignore[misc]
 
                 async def call(_match: Any, values: dict[str, Any]) -> Any:
                     return await handler(values, user)
+
                 return ok(await self.answer(request, match, await params(request), user, call))
         return await super()._generic(request)
 
@@ -126,26 +127,38 @@ class HarnessPve(FakePve):  # type: ignore[misc]
 
     async def _agent_call(self, match: Any, values: dict[str, Any]) -> Any:
         vm = self.vm(int(values["vmid"]))
-        if (self.simulate_agent and vm is not None and vm.agent is None and vm.status == "running"
-                and _agent_enabled(vm.config.get("agent"))):
+        if (
+            self.simulate_agent
+            and vm is not None
+            and vm.agent is None
+            and vm.status == "running"
+            and _agent_enabled(vm.config.get("agent"))
+        ):
             vm.agent = {"interfaces": self._interfaces(vm)}
         return await super()._agent_call(match, values)
 
     def _interfaces(self, vm: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [{
-            "name": "lo", "hardware-address": "00:00:00:00:00:00",
-            "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}],
-        }]
+        out: list[dict[str, Any]] = [
+            {
+                "name": "lo",
+                "hardware-address": "00:00:00:00:00:00",
+                "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}],
+            }
+        ]
         for key in sorted(k for k in vm.config if k.startswith("net") and k[3:].isdigit()):
             mac = (_net_mac(vm.config[key]) or "").lower()
             if not mac:
                 continue
             address = self.guest_addresses.get(mac) or str(
-                ipaddress.IPv4Address("192.0.2.0") + (vm.vmid % 250) + 1)
-            out.append({
-                "name": f"eth{key[3:]}", "hardware-address": mac,
-                "ip-addresses": [{"ip-address": address, "ip-address-type": "ipv4", "prefix": 24}],
-            })
+                ipaddress.IPv4Address("192.0.2.0") + (vm.vmid % 250) + 1
+            )
+            out.append(
+                {
+                    "name": f"eth{key[3:]}",
+                    "hardware-address": mac,
+                    "ip-addresses": [{"ip-address": address, "ip-address-type": "ipv4", "prefix": 24}],
+                }
+            )
         return out
 
 
@@ -197,14 +210,18 @@ class FakePveServer:
 
     def call(self, fn: Callable[[HarnessPve], T], timeout: float = CALL_TIMEOUT) -> T:
         """fn(pve) on the server's loop: a consistent view, no race with requests."""
+
         async def run() -> T:
             return fn(self.pve)
+
         return self._await(run(), timeout)
 
     def run(self, coro_fn: Callable[[HarnessPve], Any], timeout: float = CALL_TIMEOUT) -> Any:
         """Await coro_fn(pve) on the server's loop (fakepve's async scenarios)."""
+
         async def run() -> Any:
             return await coro_fn(self.pve)
+
         return self._await(run(), timeout)
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
@@ -216,7 +233,8 @@ class FakePveServer:
 
         ctx = ssl.create_default_context(cafile=self.certfile)
         request = urllib.request.Request(
-            f"{self.url}/api2/json/version", headers={"Authorization": f"PVEAPIToken={self.api_token}"})
+            f"{self.url}/api2/json/version", headers={"Authorization": f"PVEAPIToken={self.api_token}"}
+        )
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:

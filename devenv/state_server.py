@@ -48,13 +48,26 @@ class StateServer:
         return HttpState(url=self.url, username=self.username, password=self._password)
 
     def start(self) -> HttpState:
-        env = {**os.environ, "TFSTATE_USERNAME": self.username, "TFSTATE_PASSWORD": self._password,
-               "PYTHONUNBUFFERED": "1"}
-        argv = [sys.executable, "-m", "tfstate_server", "serve", "--listen", f"{HOST}:0",
-                "--store", self.store.resolve().as_uri()]
+        env = {
+            **os.environ,
+            "TFSTATE_USERNAME": self.username,
+            "TFSTATE_PASSWORD": self._password,
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "tfstate_server",
+            "serve",
+            "--listen",
+            f"{HOST}:0",
+            "--store",
+            self.store.resolve().as_uri(),
+        ]
         with self.log.open("ab") as log:
-            self._proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             found = LISTENING_RE.search(self.log.read_text(errors="replace"))

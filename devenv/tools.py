@@ -65,8 +65,13 @@ def ensure_tools(
     stderr_sink = log.open("ab") if log else None
     try:
         proc = subprocess.run(
-            [str(SETUP_TOOLS), *args], cwd=ROOT, env=base, stdout=subprocess.PIPE,
-            stderr=stderr_sink, timeout=timeout, check=False,
+            [str(SETUP_TOOLS), *args],
+            cwd=ROOT,
+            env=base,
+            stdout=subprocess.PIPE,
+            stderr=stderr_sink,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise ToolsError(f"scripts/setup-tools did not finish within {timeout:.0f} s") from exc

@@ -70,8 +70,7 @@ class PlanSummary:
         return out
 
     def addresses(self, action: str) -> list[str]:
-        return sorted(c["address"] for c in self.changes
-                      if action_name(c["change"]["actions"]) == action)
+        return sorted(c["address"] for c in self.changes if action_name(c["change"]["actions"]) == action)
 
     def moves(self) -> dict[str, str]:
         """previous address -> new address for every moved instance."""
@@ -96,8 +95,15 @@ def example_cluster() -> dict[str, Any]:
 class Workspace:
     """cluster.yaml + nodes.yaml for a fakepve, the synthesized stack, and tofu runs."""
 
-    def __init__(self, root: Path, tools: Tools, pve: FakePveServer, *,
-                 state: HttpState | None = None, state_name: str = "proxmox") -> None:
+    def __init__(
+        self,
+        root: Path,
+        tools: Tools,
+        pve: FakePveServer,
+        *,
+        state: HttpState | None = None,
+        state_name: str = "proxmox",
+    ) -> None:
         self.root = root
         self.tools = tools
         self.pve = pve
@@ -132,8 +138,9 @@ class Workspace:
     def cluster(self, **overrides: Any) -> dict[str, Any]:
         """The example cluster.yaml aimed at the fakepve (and the state server, if any)."""
         cluster = example_cluster()
-        cluster.update(proxmox_api_url=self.pve.url, proxmox_insecure=True,
-                       tfstate_state_name=self.state_name)
+        cluster.update(
+            proxmox_api_url=self.pve.url, proxmox_insecure=True, tfstate_state_name=self.state_name
+        )
         if self.state is not None:
             cluster["tfstate_url"] = self.state.url
             cluster["tfstate_username"] = self.state.username
@@ -149,8 +156,12 @@ class Workspace:
 
     def synth(self) -> Path:
         """`python main.py` as a user runs it; returns the stack directory."""
-        env = {**os.environ, "CLUSTER_CONFIG": str(self.cluster_path),
-               "NODES_CONFIG": str(self.nodes_path), "CDKTF_OUTDIR": str(self.outdir)}
+        env = {
+            **os.environ,
+            "CLUSTER_CONFIG": str(self.cluster_path),
+            "NODES_CONFIG": str(self.nodes_path),
+            "CDKTF_OUTDIR": str(self.outdir),
+        }
         self._run([sys.executable, str(ROOT / "main.py")], cwd=self.root, env=env, timeout=SYNTH_TIMEOUT)
         return self.stack_dir
 
@@ -160,8 +171,12 @@ class Workspace:
         env = self.tools.environ()
         for name in [k for k in env if k.startswith(("TF_HTTP_", "PROXMOX_VE_", "TF_VAR_", "TF_LOG"))]:
             del env[name]
-        env.update(TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1",
-                   PROXMOX_VE_API_TOKEN=self.pve.api_token)
+        env.update(
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+            PROXMOX_VE_API_TOKEN=self.pve.api_token,
+        )
         if self.state is not None:
             env.update(TF_HTTP_USERNAME=self.state.username, TF_HTTP_PASSWORD=self.state.password)
         return env
@@ -173,8 +188,14 @@ class Workspace:
             out.append(self.state.password)
         return out
 
-    def tofu(self, *args: str, ok: Sequence[int] = (0,), chdir: Path | None = None,
-             timeout: float = TOFU_TIMEOUT, env: Mapping[str, str] | None = None) -> Result:
+    def tofu(
+        self,
+        *args: str,
+        ok: Sequence[int] = (0,),
+        chdir: Path | None = None,
+        timeout: float = TOFU_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
         argv = [self.tools.tofu, f"-chdir={chdir or self.stack_dir}", *args]
         return self._run(argv, cwd=self.root, env=dict(env or self.env()), timeout=timeout, ok=ok)
 
@@ -190,8 +211,15 @@ class Workspace:
     def plan(self, chdir: Path | None = None, name: str = "plan.bin") -> PlanSummary:
         """`plan -detailed-exitcode -out`, then `show -json` of the saved plan."""
         plan_file = (chdir or self.stack_dir) / name
-        result = self.tofu("plan", "-no-color", "-input=false", "-detailed-exitcode", f"-out={plan_file}",
-                           ok=(0, 2), chdir=chdir)
+        result = self.tofu(
+            "plan",
+            "-no-color",
+            "-input=false",
+            "-detailed-exitcode",
+            f"-out={plan_file}",
+            ok=(0, 2),
+            chdir=chdir,
+        )
         shown = self.tofu("show", "-no-color", "-json", str(plan_file), chdir=chdir)
         data = json.loads(shown.stdout)
         changes = [c for c in data.get("resource_changes", []) if c.get("mode") == "managed"]
@@ -206,19 +234,22 @@ class Workspace:
 
     # ---------------------------------------------------------------- helpers
 
-    def _run(self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
-             ok: Sequence[int] = (0,)) -> Result:
+    def _run(
+        self, argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float, ok: Sequence[int] = (0,)
+    ) -> Result:
         for secret in self.secrets():
             if any(secret in arg for arg in argv):
                 raise AssertionError("a secret was about to be passed on a command line")
         started = time.monotonic()
         try:
-            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+            proc = subprocess.run(
+                argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             self._append_log(argv, None, _text(exc.stdout), _text(exc.stderr), time.monotonic() - started)
-            raise CommandFailed(f"{_shown(argv)} did not finish within {timeout:.0f} s "
-                                f"(log: {self.log})") from exc
+            raise CommandFailed(
+                f"{_shown(argv)} did not finish within {timeout:.0f} s (log: {self.log})"
+            ) from exc
         result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
         self._append_log(argv, proc.returncode, proc.stdout, proc.stderr, result.seconds)
         if proc.returncode not in ok:

@@ -34,10 +34,17 @@ class ProxmoxStack(cdktf.TerraformStack):
             by_key[spec.key] = TalosIso(isos, spec.logical_id, spec, config.proxmox)
         self.isos = list(by_key.values())
         for vm in config.vms:
-            self.vms.append(TalosVm(
-                self, vm=vm, proxmox=config.proxmox, advanced=config.advanced,
-                vlan_id=config.vlan_id, iso=by_key[vm.iso.key], all_isos=self.isos,
-            ))
+            self.vms.append(
+                TalosVm(
+                    self,
+                    vm=vm,
+                    proxmox=config.proxmox,
+                    advanced=config.advanced,
+                    vlan_id=config.vlan_id,
+                    iso=by_key[vm.iso.key],
+                    all_isos=self.isos,
+                )
+            )
         self._moved_from_template_layout()
         self._outputs()
 
@@ -55,9 +62,7 @@ class ProxmoxStack(cdktf.TerraformStack):
             "node_addresses": {v.spec.name: v.spec.address for v in self.vms},
             "controller_nodes": [v.name for v in config.controllers],
             "worker_nodes": [v.name for v in config.workers],
-            "talos_iso_files": {
-                i.spec.key: {"id": i.file_id, "file_name": i.file_name} for i in self.isos
-            },
+            "talos_iso_files": {i.spec.key: {"id": i.file_id, "file_name": i.file_name} for i in self.isos},
             "talos_version": config.cluster.talos_version,
             "cluster_summary": cluster_summary(config),
             "next_steps": next_steps(config),

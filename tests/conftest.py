@@ -19,4 +19,3 @@ def example_dir(tmp_path: Path) -> ConfigDir:
     d = ConfigDir(tmp_path)
     d.write(EXAMPLES.joinpath("cluster.yaml").read_text(), EXAMPLES.joinpath("nodes.yaml").read_text())
     return d
-

@@ -81,7 +81,11 @@ class ConfigDir:
     def run_main(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(ROOT / "main.py")],
-            env=self.env(), cwd=self.root, capture_output=True, text=True, timeout=120,
+            env=self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     def synth(self, name: str = "proxmox") -> dict[str, Any]:

@@ -21,11 +21,23 @@ def test_cdktf_synth_matches_main_py(example_dir: ConfigDir) -> None:
     expected = (example_dir.outdir / "stacks" / "proxmox" / "cdk.tf.json").read_bytes()
 
     cli_out = example_dir.root / "cli.out"
-    env = {**example_dir.env(), "CDKTF_OUTDIR": str(cli_out), "CHECKPOINT_DISABLE": "1",
-           "CI": "1", "PIPENV_VENV_IN_PROJECT": "1", "PIPENV_VERBOSITY": "-1"}
+    env = {
+        **example_dir.env(),
+        "CDKTF_OUTDIR": str(cli_out),
+        "CHECKPOINT_DISABLE": "1",
+        "CI": "1",
+        "PIPENV_VENV_IN_PROJECT": "1",
+        "PIPENV_VERBOSITY": "-1",
+    }
     # The CLI picks the directory itself (--output) and passes it to the app as CDKTF_OUTDIR.
-    proc = subprocess.run([npx, "--no-install", "cdktf", "synth", "--output", str(cli_out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [npx, "--no-install", "cdktf", "synth", "--output", str(cli_out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (cli_out / "stacks" / "proxmox" / "cdk.tf.json").read_bytes() == expected
 
@@ -37,7 +49,13 @@ def test_env_paths_are_honoured(tmp_path, var: str) -> None:
     moved = tmp_path / "elsewhere.yaml"
     os.replace(d.cluster if var == "CLUSTER_CONFIG" else d.nodes, moved)
     env = {**d.env(), var: str(moved)}
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py")], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "6 nodes (3 controllers, 3 workers), 2 Talos ISOs" in proc.stdout

@@ -27,8 +27,12 @@ USER_LEVELS = {
     ("levels", "node_overrides", "controller", "expected"),
     [
         # 1. the node's own vm_* values win over everything
-        (USER_LEVELS, {"vm_cores": 7, "vm_sockets": 4, "vm_memory": 7000, "vm_disk_size": 70},
-         True, (7, 4, 7000, 70)),
+        (
+            USER_LEVELS,
+            {"vm_cores": 7, "vm_sockets": 4, "vm_memory": 7000, "vm_disk_size": 70},
+            True,
+            (7, 4, 7000, 70),
+        ),
         # 2. then the user's role defaults
         (USER_LEVELS, {}, True, (3, 3, 3072, 30)),
         (USER_LEVELS, {}, False, (5, 5, 5120, 50)),
@@ -65,10 +69,15 @@ def test_builtin_global_is_the_last_resort(monkeypatch: pytest.MonkeyPatch, conf
 
 
 def test_startup_defaults_follow_position(config_dir: ConfigDir) -> None:
-    config = resolve(config_dir, {}, [
-        node("a", 0), node("b", 1), node("c", 2, vm_startup_order=1, vm_startup_delay=0,
-                                        vm_shutdown_delay=0),
-    ])
+    config = resolve(
+        config_dir,
+        {},
+        [
+            node("a", 0),
+            node("b", 1),
+            node("c", 2, vm_startup_order=1, vm_startup_delay=0, vm_shutdown_delay=0),
+        ],
+    )
     got = [(v.startup_order, v.startup_delay, v.shutdown_delay) for v in config.vms]
     assert got == [(4, 15, 60), (5, 15, 60), (1, 0, 0)]
 
@@ -80,9 +89,15 @@ def test_optional_attributes_stay_unset(config_dir: ConfigDir) -> None:
 
 
 def test_one_iso_per_schematic_and_secureboot(config_dir: ConfigDir) -> None:
-    config = resolve(config_dir, {}, [
-        node("a", 0), node("b", 1), node("c", 2, secureboot=True),
-    ])
+    config = resolve(
+        config_dir,
+        {},
+        [
+            node("a", 0),
+            node("b", 1),
+            node("c", 2, secureboot=True),
+        ],
+    )
     assert [i.key.rsplit("-", 1)[1] for i in config.isos] == ["false", "true"]
     assert config.vms[0].iso is config.vms[1].iso
 
@@ -109,8 +124,11 @@ def test_backend_defaults(config_dir: ConfigDir) -> None:
     assert worker.http_address == "https://tfstate.example.com/states/proxmox"
     assert worker.lock_address == "https://tfstate.example.com/states/proxmox/lock"
 
-    own = resolve(config_dir, {"cloudflare_domain": "example.com", "tfstate_url": "http://h:1/",
-                               "tfstate_state_name": "lab"}, [node("a", 0)]).backend
+    own = resolve(
+        config_dir,
+        {"cloudflare_domain": "example.com", "tfstate_url": "http://h:1/", "tfstate_state_name": "lab"},
+        [node("a", 0)],
+    ).backend
     assert own.http_address == "http://h:1/states/lab"
 
 

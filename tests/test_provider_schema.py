@@ -29,8 +29,16 @@ from tests.support import EXAMPLES, ConfigDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "provider_schema.json"
 SNAPSHOTS = sorted((Path(__file__).parent / "__snapshots__" / "test_snapshots").glob("*.json"))
-META_ARGUMENTS = {"//", "count", "for_each", "depends_on", "lifecycle", "provider", "provisioner",
-                  "connection"}
+META_ARGUMENTS = {
+    "//",
+    "count",
+    "for_each",
+    "depends_on",
+    "lifecycle",
+    "provider",
+    "provisioner",
+    "connection",
+}
 PROVIDER_META = {"//", "alias"}
 
 
@@ -67,10 +75,14 @@ def type_errors(value: Any, ty: Any, where: str) -> list[str]:
             return [f"{where}: expected an object, got {type(value).__name__}"]
         fields: dict[str, Any] = ty[1]
         errors = [f"{where}: unknown key {k!r}" for k in value if k not in fields]
-        errors += [f"{where}: key {k!r} missing (JSON needs every key of an object; null if unset)"
-                   for k in fields if k not in value]
-        return errors + [e for k, v in value.items() if k in fields
-                         for e in type_errors(v, fields[k], f"{where}.{k}")]
+        errors += [
+            f"{where}: key {k!r} missing (JSON needs every key of an object; null if unset)"
+            for k in fields
+            if k not in value
+        ]
+        return errors + [
+            e for k, v in value.items() if k in fields for e in type_errors(v, fields[k], f"{where}.{k}")
+        ]
     else:
         return [f"{where}: the checker does not know type {ty!r}"]
     return [] if ok else [f"{where}: expected {ty}, got {type(value).__name__} {value!r}"]
@@ -116,8 +128,10 @@ def nested_errors(value: Any, nested: dict[str, Any], where: str) -> list[str]:
         return [f"{where}: a repeating block ({mode}) must be a list, got {type(value).__name__}"]
     errors = []
     if len(value) > nested.get("max_items", len(value)) or len(value) < nested.get("min_items", 0):
-        errors.append(f"{where}: {len(value)} blocks, the schema allows "
-                      f"{nested.get('min_items', 0)}..{nested.get('max_items', 'any')}")
+        errors.append(
+            f"{where}: {len(value)} blocks, the schema allows "
+            f"{nested.get('min_items', 0)}..{nested.get('max_items', 'any')}"
+        )
     return errors + [e for i, v in enumerate(value) for e in body_errors(v, nested["block"], f"{where}[{i}]")]
 
 
@@ -148,8 +162,9 @@ def test_fixture_matches_the_pinned_provider(schema: dict[str, Any]) -> None:
     from constructs_lib.bindings.proxmox._base import PROVIDER_VERSION
 
     assert schema["provider"] == "bpg/proxmox"
-    assert f"~> {schema['provider_version']}" == PROVIDER_VERSION, \
+    assert f"~> {schema['provider_version']}" == PROVIDER_VERSION, (
         "the stack pins another provider version than the schema fixture: run scripts/update-provider-schema"
+    )
     assert set(schema["resource_schemas"]) == {"proxmox_virtual_environment_vm", "proxmox_download_file"}
 
 
@@ -172,6 +187,7 @@ def test_example_stack_conforms(tmp_path: Path, schema: dict[str, Any]) -> None:
 
 # --- the checker itself: each kind of mistake is caught ------------------------------
 
+
 def example_snapshot() -> dict[str, Any]:
     return json.loads(next(p for p in SNAPSHOTS if p.stem == "test_example_cluster").read_text())
 
@@ -186,31 +202,64 @@ def mutate(change: Any) -> list[str]:
     return stack_errors(stack, load_schema())
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    pytest.param(lambda s: first_vm(s).update(cpus=4), "no attribute or block 'cpus'", id="unknown-attribute"),
-    pytest.param(lambda s: first_vm(s)["cpu"].update(core=4), "no attribute or block 'core'",
-                 id="unknown-nested-attribute"),
-    pytest.param(lambda s: first_vm(s).update(timeouts={"create": "5m"}), "no attribute or block 'timeouts'",
-                 id="unknown-block"),
-    pytest.param(lambda s: first_vm(s).update(cpu=[first_vm(s)["cpu"]]), "single block",
-                 id="single-block-as-list"),
-    pytest.param(lambda s: first_vm(s).update(disk=first_vm(s)["disk"][0]), "repeating block",
-                 id="repeating-block-as-object"),
-    pytest.param(lambda s: first_vm(s)["cpu"].update(cores="4"), "expected number", id="string-for-number"),
-    pytest.param(lambda s: first_vm(s).update(on_boot="yes"), "expected bool", id="string-for-bool"),
-    pytest.param(lambda s: first_vm(s).update(tags="talos"), "expected a list", id="string-for-list"),
-    pytest.param(lambda s: first_vm(s)["network_device"][0].pop("trunks"), "key 'trunks' missing",
-                 id="object-attribute-missing-key"),
-    pytest.param(lambda s: first_vm(s)["network_device"][0].update(vlan="7"), "unknown key 'vlan'",
-                 id="object-attribute-unknown-key"),
-    pytest.param(lambda s: first_vm(s).pop("node_name"), "required attribute missing", id="required-missing"),
-    pytest.param(lambda s: first_vm(s).update(ipv4_addresses=[]), "read-only attribute set", id="read-only"),
-    pytest.param(lambda s: s["provider"]["proxmox"][0].update(endpoint=8006), "expected string",
-                 id="provider-type"),
-    pytest.param(lambda s: s["provider"]["proxmox"][0]["ssh"].update(agnet=True), "no attribute or block",
-                 id="provider-ssh-typo"),
-    pytest.param(lambda s: s["resource"].update(proxmox_vm={"x": {}}), "no schema kept", id="unknown-type"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(
+            lambda s: first_vm(s).update(cpus=4), "no attribute or block 'cpus'", id="unknown-attribute"
+        ),
+        pytest.param(
+            lambda s: first_vm(s)["cpu"].update(core=4),
+            "no attribute or block 'core'",
+            id="unknown-nested-attribute",
+        ),
+        pytest.param(
+            lambda s: first_vm(s).update(timeouts={"create": "5m"}),
+            "no attribute or block 'timeouts'",
+            id="unknown-block",
+        ),
+        pytest.param(
+            lambda s: first_vm(s).update(cpu=[first_vm(s)["cpu"]]), "single block", id="single-block-as-list"
+        ),
+        pytest.param(
+            lambda s: first_vm(s).update(disk=first_vm(s)["disk"][0]),
+            "repeating block",
+            id="repeating-block-as-object",
+        ),
+        pytest.param(
+            lambda s: first_vm(s)["cpu"].update(cores="4"), "expected number", id="string-for-number"
+        ),
+        pytest.param(lambda s: first_vm(s).update(on_boot="yes"), "expected bool", id="string-for-bool"),
+        pytest.param(lambda s: first_vm(s).update(tags="talos"), "expected a list", id="string-for-list"),
+        pytest.param(
+            lambda s: first_vm(s)["network_device"][0].pop("trunks"),
+            "key 'trunks' missing",
+            id="object-attribute-missing-key",
+        ),
+        pytest.param(
+            lambda s: first_vm(s)["network_device"][0].update(vlan="7"),
+            "unknown key 'vlan'",
+            id="object-attribute-unknown-key",
+        ),
+        pytest.param(
+            lambda s: first_vm(s).pop("node_name"), "required attribute missing", id="required-missing"
+        ),
+        pytest.param(
+            lambda s: first_vm(s).update(ipv4_addresses=[]), "read-only attribute set", id="read-only"
+        ),
+        pytest.param(
+            lambda s: s["provider"]["proxmox"][0].update(endpoint=8006), "expected string", id="provider-type"
+        ),
+        pytest.param(
+            lambda s: s["provider"]["proxmox"][0]["ssh"].update(agnet=True),
+            "no attribute or block",
+            id="provider-ssh-typo",
+        ),
+        pytest.param(
+            lambda s: s["resource"].update(proxmox_vm={"x": {}}), "no schema kept", id="unknown-type"
+        ),
+    ],
+)
 def test_checker_catches(change: Any, expected: str) -> None:
     errors = mutate(change)
     assert any(expected in e for e in errors), errors
@@ -220,4 +269,5 @@ def test_checker_accepts_references_and_nulls() -> None:
     def change(stack: dict[str, Any]) -> None:
         first_vm(stack)["cpu"]["cores"] = "${var.cores}"
         first_vm(stack)["description"] = None
+
     assert mutate(change) == []

@@ -29,11 +29,23 @@ GOOD_NODES = [node("cp-0", 0), node("w-0", 1, controller=False)]
     ("node_extra", "expected"),
     [
         ({"name": "Bad_Name"}, "nodes[0].name: 'Bad_Name' is not valid (expected a lower-case host name"),
-        ({"mac_addr": "BC:24:11:00:00:10"}, "nodes[0].mac_addr: 'BC:24:11:00:00:10' is not valid (expected a lower-case MAC"),
+        (
+            {"mac_addr": "BC:24:11:00:00:10"},
+            "nodes[0].mac_addr: 'BC:24:11:00:00:10' is not valid (expected a lower-case MAC",
+        ),
         ({"mac_addr": "bc-24-11-00-00-10"}, "nodes[0].mac_addr: 'bc-24-11-00-00-10' is not valid"),
-        ({"address": "10.10.0.300"}, "nodes[0].address: '10.10.0.300' is not valid (expected an IPv4 address)"),
-        ({"address": "10.99.0.5"}, "nodes[0].address: 10.99.0.5 is outside node_cidr (expected an address in 10.10.0.0/24)"),
-        ({"schematic_id": "abc"}, "nodes[0].schematic_id: 'abc' is not valid (expected 64 lower-case hex characters"),
+        (
+            {"address": "10.10.0.300"},
+            "nodes[0].address: '10.10.0.300' is not valid (expected an IPv4 address)",
+        ),
+        (
+            {"address": "10.99.0.5"},
+            "nodes[0].address: 10.99.0.5 is outside node_cidr (expected an address in 10.10.0.0/24)",
+        ),
+        (
+            {"schematic_id": "abc"},
+            "nodes[0].schematic_id: 'abc' is not valid (expected 64 lower-case hex characters",
+        ),
         ({"mtu": 1400}, "nodes[0].mtu: 1400 is out of range (expected an MTU 1450..9000)"),
         ({"mtu": 9001}, "nodes[0].mtu: 9001 is out of range (expected an MTU 1450..9000)"),
         ({"vm_cores": 0}, "nodes[0].vm_cores: 0 is out of range (expected a whole number of CPU cores > 0)"),
@@ -93,21 +105,48 @@ def test_schematics_sharing_the_iso_name_prefix(config_dir: ConfigDir) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ({"proxmox_api_url": "pve.example.com:8006"}, "proxmox_api_url: 'pve.example.com:8006' is not valid (expected an https:// URL"),
+        (
+            {"proxmox_api_url": "pve.example.com:8006"},
+            "proxmox_api_url: 'pve.example.com:8006' is not valid (expected an https:// URL",
+        ),
         ({"proxmox_api_url": "ftp://pve/api2/json"}, "proxmox_api_url: 'ftp://pve/api2/json' is not valid"),
-        ({"proxmox_vm_defaults": {"memory": 0}}, "proxmox_vm_defaults.memory: 0 is out of range (expected memory in MB"),
-        ({"proxmox_vm_worker_defaults": {"disk_size": -10}}, "proxmox_vm_worker_defaults.disk_size: -10 is out of range"),
-        ({"proxmox_vm_controller_defaults": {"core": 2}}, "proxmox_vm_controller_defaults.core: unknown key (did you mean 'cores'?)"),
-        ({"proxmox_vm_advanced": {"net_queue": 2}}, "proxmox_vm_advanced.net_queue: unknown key (did you mean 'net_queues'?)"),
-        ({"proxmox_vm_advanced": {"zzz": 1}}, "proxmox_vm_advanced.zzz: unknown key (expected one of: balloon, bios,"),
-        ({"proxmox_vm_advanced": {"tags": ["ok", "Not Ok"]}}, "proxmox_vm_advanced.tags[1]: 'Not Ok' is not valid (expected a list of lower-case tags)"),
+        (
+            {"proxmox_vm_defaults": {"memory": 0}},
+            "proxmox_vm_defaults.memory: 0 is out of range (expected memory in MB",
+        ),
+        (
+            {"proxmox_vm_worker_defaults": {"disk_size": -10}},
+            "proxmox_vm_worker_defaults.disk_size: -10 is out of range",
+        ),
+        (
+            {"proxmox_vm_controller_defaults": {"core": 2}},
+            "proxmox_vm_controller_defaults.core: unknown key (did you mean 'cores'?)",
+        ),
+        (
+            {"proxmox_vm_advanced": {"net_queue": 2}},
+            "proxmox_vm_advanced.net_queue: unknown key (did you mean 'net_queues'?)",
+        ),
+        (
+            {"proxmox_vm_advanced": {"zzz": 1}},
+            "proxmox_vm_advanced.zzz: unknown key (expected one of: balloon, bios,",
+        ),
+        (
+            {"proxmox_vm_advanced": {"tags": ["ok", "Not Ok"]}},
+            "proxmox_vm_advanced.tags[1]: 'Not Ok' is not valid (expected a list of lower-case tags)",
+        ),
         ({"proxmox_vm_advanced": "fast"}, "proxmox_vm_advanced: 'fast' is not a mapping"),
         ({"node_vlan_tag": "5000"}, "node_vlan_tag: 5000 is out of range (expected a VLAN id 1..4094)"),
         ({"node_cidr": "10.10.0.1/24"}, "node_cidr: '10.10.0.1/24' is not valid (expected an IPv4 network"),
-        ({"tfstate_url": "tfstate.example.com"}, "tfstate_url: 'tfstate.example.com' is not valid (expected an http(s):// URL"),
+        (
+            {"tfstate_url": "tfstate.example.com"},
+            "tfstate_url: 'tfstate.example.com' is not valid (expected an http(s):// URL",
+        ),
         ({"tfstate_state_name": "a/b"}, "tfstate_state_name: 'a/b' is not valid (expected one path segment"),
         ({"talos_version": "latest"}, "talos_version: 'latest' is not valid (expected a Talos release"),
-        ({"proxmox_api_token_id": "terraform"}, "proxmox_api_token_id: 'terraform' is not valid (expected a token id"),
+        (
+            {"proxmox_api_token_id": "terraform"},
+            "proxmox_api_token_id: 'terraform' is not valid (expected a token id",
+        ),
     ],
 )
 def test_cluster_field_rules(config_dir: ConfigDir, override: dict, expected: str) -> None:
@@ -128,8 +167,7 @@ def test_half_enabled_infrastructure(config_dir: ConfigDir) -> None:
 def test_no_nodes_while_enabled(config_dir: ConfigDir) -> None:
     config_dir.write(BASE_CLUSTER, "nodes: []\n")
     assert one_problem(config_dir) == (
-        f"{config_dir.nodes}:1: nodes: no nodes (expected at least one node while "
-        "infrastructure is enabled)"
+        f"{config_dir.nodes}:1: nodes: no nodes (expected at least one node while infrastructure is enabled)"
     )
 
 
@@ -191,6 +229,7 @@ def test_unknown_own_prefix_key_is_a_warning(config_dir: ConfigDir) -> None:
 
 
 # --- through main.py: exit code, no traceback, nothing written -----------------------
+
 
 def test_main_exits_2_without_traceback_and_leaves_output_untouched(config_dir: ConfigDir) -> None:
     config_dir.write(BASE_CLUSTER, GOOD_NODES)

@@ -22,8 +22,17 @@ from workflow.toolchain import tools_env
 from workflow.verify_nodes import verify
 from workflow.workspace import Workspace
 
-TOFU_COMMANDS = ("init", "plan", "apply", "apply-auto", "destroy", "output", "state-list",
-                 "force-unlock", "validate")
+TOFU_COMMANDS = (
+    "init",
+    "plan",
+    "apply",
+    "apply-auto",
+    "destroy",
+    "output",
+    "state-list",
+    "force-unlock",
+    "validate",
+)
 
 
 def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
@@ -32,8 +41,11 @@ def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
     env = tools_env()
     secrets = sec.decrypt(ws, env)
     if config.backend.http_address and not secrets.has_state_credentials:
-        print(f"note: no state credentials in {ws.secrets} (TF_HTTP_USERNAME/PASSWORD unset); "
-              "put tfstate_password in cluster.yaml and run `task configure`", file=sys.stderr)
+        print(
+            f"note: no state credentials in {ws.secrets} (TF_HTTP_USERNAME/PASSWORD unset); "
+            "put tfstate_password in cluster.yaml and run `task configure`",
+            file=sys.stderr,
+        )
     tofu = Tofu(output.parent, {**env, **secrets.tofu_env()})
     if need_init:
         tofu.ensure_init()
@@ -74,8 +86,7 @@ def configure(ws: Workspace) -> int:
     env = tools_env()
     if from_cluster.any:
         sec.encrypt(from_cluster, ws, env)
-        print(f"encrypted {len(from_cluster.as_dict())} credential values into {ws.secrets}",
-              file=sys.stderr)
+        print(f"encrypted {len(from_cluster.as_dict())} credential values into {ws.secrets}", file=sys.stderr)
     elif ws.secrets.exists():
         print(f"no credentials in {ws.cluster}; keeping {ws.secrets}", file=sys.stderr)
     else:

@@ -35,8 +35,10 @@ def run_demo(keep: bool = False) -> int:
     from devenv.workspace import Workspace as PveWorkspace
     from main import describe, synthesize
 
-    t = step("making tofu and the bpg provider available (the first run builds them from "
-             "their Go modules: several minutes)")
+    t = step(
+        "making tofu and the bpg provider available (the first run builds them from "
+        "their Go modules: several minutes)"
+    )
     try:
         tools = ensure_tools()
     except ToolsError as exc:
@@ -57,22 +59,34 @@ def run_demo(keep: bool = False) -> int:
             sys.stderr.write(describe(config, output))
             done(t)
             # Credentials only in tofu's environment, as `task` does with secrets.sops.yaml.
-            tofu = Tofu(output.parent, {
-                **env,
-                "TF_HTTP_USERNAME": state.username,
-                "TF_HTTP_PASSWORD": state.password,
-                "PROXMOX_VE_API_TOKEN": pve.api_token,
-                "TF_IN_AUTOMATION": "1",
-            })
-            for label, args in (("tofu init", ("init", "-input=false", "-no-color")),
-                                ("tofu plan", ("plan", "-input=false", "-no-color", "-out=tfplan")),
-                                ("tofu apply", ("apply", "-input=false", "-no-color", "tfplan"))):
+            tofu = Tofu(
+                output.parent,
+                {
+                    **env,
+                    "TF_HTTP_USERNAME": state.username,
+                    "TF_HTTP_PASSWORD": state.password,
+                    "PROXMOX_VE_API_TOKEN": pve.api_token,
+                    "TF_IN_AUTOMATION": "1",
+                },
+            )
+            for label, args in (
+                ("tofu init", ("init", "-input=false", "-no-color")),
+                ("tofu plan", ("plan", "-input=false", "-no-color", "-out=tfplan")),
+                ("tofu apply", ("apply", "-input=false", "-no-color", "tfplan")),
+            ):
                 t = step(label)
                 tofu.checked(*args)
                 done(t)
-            outputs = json.loads(subprocess.run(
-                ["tofu", f"-chdir={output.parent}", "output", "-json"], env=tofu.env,
-                capture_output=True, text=True, check=True, timeout=120).stdout)
+            outputs = json.loads(
+                subprocess.run(
+                    ["tofu", f"-chdir={output.parent}", "output", "-json"],
+                    env=tofu.env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=120,
+                ).stdout
+            )
             print("\ncluster_summary:\n" + outputs["cluster_summary"]["value"])
             print("node_vm_ids:")
             for name, vm_id in outputs["node_vm_ids"]["value"].items():

@@ -88,19 +88,34 @@ def ensure_age_key(ws: Workspace, env: Mapping[str, str]) -> str:
     """The age public key (recipient); creates the key file on first use."""
     if not ws.age_key.exists():
         ws.age_key.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([_tool("age-keygen", env), "-o", str(ws.age_key)], capture_output=True,
-                              text=True, timeout=TIMEOUT, check=False)
+        proc = subprocess.run(
+            [_tool("age-keygen", env), "-o", str(ws.age_key)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
         if proc.returncode != 0:
             raise WorkflowError(f"age-keygen could not create {ws.age_key}: {proc.stderr.strip()}")
         ws.age_key.chmod(0o600)
-        print(f"WARNING: created a new age key at {ws.age_key}. Back it up somewhere safe (a "
-              "password manager): without it secrets.sops.yaml cannot be decrypted. It is "
-              "gitignored; never commit it.", file=sys.stderr)
-    proc = subprocess.run([_tool("age-keygen", env), "-y", str(ws.age_key)], capture_output=True,
-                          text=True, timeout=TIMEOUT, check=False)
+        print(
+            f"WARNING: created a new age key at {ws.age_key}. Back it up somewhere safe (a "
+            "password manager): without it secrets.sops.yaml cannot be decrypted. It is "
+            "gitignored; never commit it.",
+            file=sys.stderr,
+        )
+    proc = subprocess.run(
+        [_tool("age-keygen", env), "-y", str(ws.age_key)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise WorkflowError(f"{ws.age_key} is not a valid age key file (age-keygen -y failed); "
-                            "point SOPS_AGE_KEY_FILE at your key")
+        raise WorkflowError(
+            f"{ws.age_key} is not a valid age key file (age-keygen -y failed); "
+            "point SOPS_AGE_KEY_FILE at your key"
+        )
     return proc.stdout.strip().splitlines()[-1]
 
 
@@ -109,9 +124,22 @@ def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
     recipient = ensure_age_key(ws, env)
     plaintext = yaml.safe_dump(secrets.as_dict(), sort_keys=True)
     proc = subprocess.run(
-        [_tool("sops", env), "--encrypt", "--age", recipient, "--input-type", "yaml",
-         "--output-type", "yaml", "/dev/stdin"],
-        input=plaintext, capture_output=True, text=True, env=_sops_env(ws, env), timeout=TIMEOUT,
+        [
+            _tool("sops", env),
+            "--encrypt",
+            "--age",
+            recipient,
+            "--input-type",
+            "yaml",
+            "--output-type",
+            "yaml",
+            "/dev/stdin",
+        ],
+        input=plaintext,
+        capture_output=True,
+        text=True,
+        env=_sops_env(ws, env),
+        timeout=TIMEOUT,
         check=False,
     )
     if proc.returncode != 0:
@@ -132,7 +160,11 @@ def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
         )
     proc = subprocess.run(
         [_tool("sops", env), "--decrypt", "--output-type", "json", str(ws.secrets)],
-        capture_output=True, text=True, env=_sops_env(ws, env), timeout=TIMEOUT, check=False,
+        capture_output=True,
+        text=True,
+        env=_sops_env(ws, env),
+        timeout=TIMEOUT,
+        check=False,
     )
     if proc.returncode != 0:
         if "Failed to get the data key" in proc.stderr or "did not match" in proc.stderr:
@@ -150,14 +182,16 @@ def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
 def edit(ws: Workspace, env: Mapping[str, str]) -> int:
     """`sops edit` (sops' own editor flow, $EDITOR) for rotating credentials."""
     if not ws.secrets.exists():
-        raise WorkflowError(f"{ws.secrets} does not exist yet: put the credentials in "
-                            "cluster.yaml and run `task configure` first")
+        raise WorkflowError(
+            f"{ws.secrets} does not exist yet: put the credentials in "
+            "cluster.yaml and run `task configure` first"
+        )
     ensure_age_key(ws, env)
-    return subprocess.run([_tool("sops", env), "edit", str(ws.secrets)], env=_sops_env(ws, env),
-                          check=False).returncode
+    return subprocess.run(
+        [_tool("sops", env), "edit", str(ws.secrets)], env=_sops_env(ws, env), check=False
+    ).returncode
 
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "unknown error"
-

@@ -15,16 +15,23 @@ TIMEOUT = 5.0
 def verify(config: InfraConfig, port: int = TALOS_PORT) -> int:
     """Print one line per node; return 0 when all answer, 1 otherwise."""
     talosctl = shutil.which("talosctl")
-    method = ("talosctl get disks --insecure" if talosctl and port == TALOS_PORT
-              else f"TCP connect to port {port} (talosctl not found)" if not talosctl
-              else f"TCP connect to port {port}")
+    method = (
+        "talosctl get disks --insecure"
+        if talosctl and port == TALOS_PORT
+        else f"TCP connect to port {port} (talosctl not found)"
+        if not talosctl
+        else f"TCP connect to port {port}"
+    )
     print(f"checking {len(config.vms)} nodes with {method}")
     failed = 0
     for vm in config.vms:
         if talosctl and port == TALOS_PORT:
             proc = subprocess.run(
                 [talosctl, "get", "disks", "--insecure", "--nodes", vm.address],
-                capture_output=True, text=True, timeout=TIMEOUT * 3, check=False,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT * 3,
+                check=False,
             )
             ok, detail = proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
         else:
@@ -34,7 +41,9 @@ def verify(config: InfraConfig, port: int = TALOS_PORT) -> int:
             except OSError as exc:
                 ok, detail = False, exc.strerror or str(exc)
         failed += not ok
-        print(f"  {'ok  ' if ok else 'FAIL'} {vm.name:20} {vm.address}:{port}"
-              + (f"  ({detail})" if detail and not ok else ""))
+        print(
+            f"  {'ok  ' if ok else 'FAIL'} {vm.name:20} {vm.address}:{port}"
+            + (f"  ({detail})" if detail and not ok else "")
+        )
     print(f"{len(config.vms) - failed}/{len(config.vms)} nodes answer")
     return 1 if failed else 0

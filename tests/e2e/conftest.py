@@ -26,8 +26,11 @@ def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
     try:
         return ensure_tools(log=log)
     except ToolsError as exc:
-        pytest.fail(f"the end-to-end tests need tofu and the bpg provider: {exc}\n"
-                    f"Run scripts/setup-tools yourself to see its progress (log: {log}).", pytrace=False)
+        pytest.fail(
+            f"the end-to-end tests need tofu and the bpg provider: {exc}\n"
+            f"Run scripts/setup-tools yourself to see its progress (log: {log}).",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +77,9 @@ def guest_addresses(nodes: list[dict]) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_workspace(tmp_path: Path, tools: Tools, http_state: HttpState,
-                   request: pytest.FixtureRequest) -> WorkspaceFactory:
+def make_workspace(
+    tmp_path: Path, tools: Tools, http_state: HttpState, request: pytest.FixtureRequest
+) -> WorkspaceFactory:
     """Workspace(s) under this test's tmp_path, state in the state server under a name
     unique to the test."""
     count = 0

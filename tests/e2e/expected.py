@@ -53,12 +53,20 @@ def expected_vms(nodes: list[dict[str, Any]]) -> dict[str, ExpectedVm]:
         role = ROLE_DEFAULTS[bool(node["controller"])]
         iso_file, iso_url = iso_of(node)
         out[node["name"]] = ExpectedVm(
-            name=node["name"], vm_id=int(node["vm_id"]), controller=bool(node["controller"]),
-            cores=node.get("vm_cores", role["cores"]), sockets=node.get("vm_sockets", role["sockets"]),
-            memory=node.get("vm_memory", role["memory"]), disk_size=node.get("vm_disk_size", role["disk_size"]),
+            name=node["name"],
+            vm_id=int(node["vm_id"]),
+            controller=bool(node["controller"]),
+            cores=node.get("vm_cores", role["cores"]),
+            sockets=node.get("vm_sockets", role["sockets"]),
+            memory=node.get("vm_memory", role["memory"]),
+            disk_size=node.get("vm_disk_size", role["disk_size"]),
             startup_order=node.get("vm_startup_order", position + 3),
-            startup_delay=node.get("vm_startup_delay", 15), shutdown_delay=node.get("vm_shutdown_delay", 60),
-            mac=str(node["mac_addr"]).upper(), mtu=node.get("mtu"), iso_file=iso_file, iso_url=iso_url,
+            startup_delay=node.get("vm_startup_delay", 15),
+            shutdown_delay=node.get("vm_shutdown_delay", 60),
+            mac=str(node["mac_addr"]).upper(),
+            mtu=node.get("mtu"),
+            iso_file=iso_file,
+            iso_url=iso_url,
         )
     return out
 
@@ -88,10 +96,18 @@ def tfvars_for_template(nodes: list[dict[str, Any]], pve_url: str) -> dict[str, 
         "node_vlan_tag": VLAN,
         "nodes": {
             name: {
-                "vm_id": vm.vm_id, "controller": vm.controller, "cores": vm.cores, "sockets": vm.sockets,
-                "memory": vm.memory, "disk_size": vm.disk_size, "startup_order": vm.startup_order,
-                "startup_delay": vm.startup_delay, "shutdown_delay": vm.shutdown_delay,
-                "mac_addr": str(node["mac_addr"]), "mtu": vm.mtu, "schematic_id": node["schematic_id"],
+                "vm_id": vm.vm_id,
+                "controller": vm.controller,
+                "cores": vm.cores,
+                "sockets": vm.sockets,
+                "memory": vm.memory,
+                "disk_size": vm.disk_size,
+                "startup_order": vm.startup_order,
+                "startup_delay": vm.startup_delay,
+                "shutdown_delay": vm.shutdown_delay,
+                "mac_addr": str(node["mac_addr"]),
+                "mtu": vm.mtu,
+                "schematic_id": node["schematic_id"],
                 "secureboot": bool(node.get("secureboot", False)),
             }
             for node in nodes

@@ -31,12 +31,15 @@ def assert_state_matches_proxmox(ws: Workspace, server: FakePveServer) -> None:
     round: nothing orphaned on either side."""
     state = json.loads(ws.tofu("show", "-json").stdout).get("values") or {}
     resources = state.get("root_module", {}).get("resources", [])
-    in_state = sorted(r["values"]["vm_id"] for r in resources if r["type"] == "proxmox_virtual_environment_vm")
+    in_state = sorted(
+        r["values"]["vm_id"] for r in resources if r["type"] == "proxmox_virtual_environment_vm"
+    )
     assert in_state == server.call(lambda p: sorted(vm.vmid for vm in p.vms))
 
 
-def test_locked_vm_fails_clearly_then_converges(make_workspace: WorkspaceFactory,
-                                                server: FakePveServer) -> None:
+def test_locked_vm_fails_clearly_then_converges(
+    make_workspace: WorkspaceFactory, server: FakePveServer
+) -> None:
     ws = applied(make_workspace, server)
     nodes = example_nodes()
     nodes[3]["vm_memory"] = 20480  # k8s-work-0: an in-place update
@@ -48,12 +51,15 @@ def test_locked_vm_fails_clearly_then_converges(make_workspace: WorkspaceFactory
     assert_state_matches_proxmox(ws, server)
     assert server.call(lambda p: str(p.vm(WORKER_0).config["memory"])) == "16384"
     assert ws.plan(name="locked.bin").addresses("update") == [
-        "proxmox_virtual_environment_vm.talos_node_k8s_work_0"]
+        "proxmox_virtual_environment_vm.talos_node_k8s_work_0"
+    ]
 
     server.call(lambda p: p.unlock(WORKER_0))  # the backup finished
     ws.apply()
-    assert server.call(lambda p: str(p.vm(WORKER_0).pending.get("memory") or p.vm(WORKER_0).config["memory"])) \
+    assert (
+        server.call(lambda p: str(p.vm(WORKER_0).pending.get("memory") or p.vm(WORKER_0).config["memory"]))
         == "20480"
+    )
     assert ws.plan(name="after.bin").exitcode == 0
 
 
@@ -72,8 +78,9 @@ def test_slow_shutdown_is_waited_for(make_workspace: WorkspaceFactory, server: F
     assert ws.plan(name="after.bin").exitcode == 0
 
 
-def test_dropped_connections_fail_clearly_or_retry_then_converge(make_workspace: WorkspaceFactory,
-                                                                server: FakePveServer) -> None:
+def test_dropped_connections_fail_clearly_or_retry_then_converge(
+    make_workspace: WorkspaceFactory, server: FakePveServer
+) -> None:
     ws = make_workspace(server)
     ws.write().synth()
     ws.init()

@@ -21,12 +21,12 @@ NEW_SCHEMATIC = "0" * 63 + "1"
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, tools: Tools, http_state: HttpState,
-             pve: FakePveServer) -> Iterator[Workspace]:
+def deployed(
+    tmp_path_factory: pytest.TempPathFactory, tools: Tools, http_state: HttpState, pve: FakePveServer
+) -> Iterator[Workspace]:
     """The example applied once for the read-only tests of this module."""
     pve.call(lambda p: p.guest_addresses.update(guest_addresses(example_nodes())))
-    ws = Workspace(tmp_path_factory.mktemp("deployed"), tools, pve, state=http_state,
-                   state_name="lifecycle")
+    ws = Workspace(tmp_path_factory.mktemp("deployed"), tools, pve, state=http_state, state_name="lifecycle")
     ws.write().synth()
     ws.init()
     ws.apply()
@@ -45,17 +45,28 @@ def test_apply_creates_every_vm_as_configured(deployed: Workspace, pve: FakePveS
         cfg = actual[name]
         assert cfg["_vmid"] == want.vm_id and cfg["_status"] == "running", name
         # CPU and memory
-        assert (int(cfg["cores"]), int(cfg["sockets"]), cfg["cpu"]) == (want.cores, want.sockets, "host"), name
+        assert (int(cfg["cores"]), int(cfg["sockets"]), cfg["cpu"]) == (want.cores, want.sockets, "host"), (
+            name
+        )
         assert str(cfg["numa"]) == "1", name
         assert (int(cfg["memory"]), int(cfg["balloon"])) == (want.memory, 0), name
-        assert (cfg["bios"], cfg["machine"], cfg["ostype"], cfg["scsihw"]) == \
-            ("ovmf", "q35", "l26", "virtio-scsi-pci"), name
+        assert (cfg["bios"], cfg["machine"], cfg["ostype"], cfg["scsihw"]) == (
+            "ovmf",
+            "q35",
+            "l26",
+            "virtio-scsi-pci",
+        ), name
         # the install disk
         volume, disk = options(cfg["scsi0"])
         assert volume is not None and volume.startswith("local-lvm:"), name
         assert disk["size"] == f"{want.disk_size}G", name
-        assert (disk["discard"], disk["ssd"], disk["backup"], disk["replicate"], disk["iothread"]) == \
-            ("on", "1", "0", "0", "0"), name
+        assert (disk["discard"], disk["ssd"], disk["backup"], disk["replicate"], disk["iothread"]) == (
+            "on",
+            "1",
+            "0",
+            "0",
+            "0",
+        ), name
         # EFI vars disk: 4m, no Microsoft keys (Talos SecureBoot enrols its own)
         volume, efi = options(cfg["efidisk0"])
         assert volume is not None and volume.startswith("local-lvm:"), name
@@ -70,8 +81,11 @@ def test_apply_creates_every_vm_as_configured(deployed: Workspace, pve: FakePveS
         assert (volume, cdrom["media"]) == (f"local:iso/{want.iso_file}", "cdrom"), name
         assert cfg["boot"] == "order=scsi0;ide2", name
         _, startup = options(cfg["startup"])
-        assert startup == {"order": str(want.startup_order), "up": str(want.startup_delay),
-                           "down": str(want.shutdown_delay)}, name
+        assert startup == {
+            "order": str(want.startup_order),
+            "up": str(want.startup_delay),
+            "down": str(want.shutdown_delay),
+        }, name
         # Proxmox keeps tags sorted; the set is what counts.
         assert sorted(cfg["tags"].split(";")) == sorted([*TAGS, want.role]), name
         assert options(cfg["agent"])[1].get("enabled") == "1", name
@@ -79,16 +93,25 @@ def test_apply_creates_every_vm_as_configured(deployed: Workspace, pve: FakePveS
         assert cfg["description"] == f"Talos Linux {'control plane' if want.controller else 'worker'} node"
 
 
-def test_apply_downloads_one_iso_per_schematic_and_secureboot(deployed: Workspace, pve: FakePveServer) -> None:
+def test_apply_downloads_one_iso_per_schematic_and_secureboot(
+    deployed: Workspace, pve: FakePveServer
+) -> None:
     wanted = {iso_of(n) for n in example_nodes()}
     assert len(wanted) == 2
     files = pve.call(lambda p: set(p.storages["local"]["files"]))
     assert files == {name for name, _ in wanted}
-    bodies = pve.call(lambda p: [body for method, path, body in p.requests
-                                 if method == "POST" and path.endswith("/storage/local/download-url")])
+    bodies = pve.call(
+        lambda p: [
+            body
+            for method, path, body in p.requests
+            if method == "POST" and path.endswith("/storage/local/download-url")
+        ]
+    )
     for _, url in wanted:
-        assert any(url.encode() in body or url.replace("/", "%2F").replace(":", "%3A").encode() in body
-                   for body in bodies), url
+        assert any(
+            url.encode() in body or url.replace("/", "%2F").replace(":", "%3A").encode() in body
+            for body in bodies
+        ), url
 
 
 def test_outputs_and_agent_addresses(deployed: Workspace) -> None:
@@ -122,15 +145,24 @@ def test_removing_a_node_plans_exactly_one_destroy(deployed: Workspace) -> None:
         deployed.write().synth()
 
 
-@pytest.mark.parametrize(("schematic", "extra"), [
-    pytest.param(None, [], id="known-schematic"),
-    pytest.param(NEW_SCHEMATIC, ["proxmox_download_file.talos_iso_000000000000"], id="new-schematic"),
-])
-def test_adding_a_node_plans_exactly_one_vm(deployed: Workspace, schematic: str | None,
-                                             extra: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("schematic", "extra"),
+    [
+        pytest.param(None, [], id="known-schematic"),
+        pytest.param(NEW_SCHEMATIC, ["proxmox_download_file.talos_iso_000000000000"], id="new-schematic"),
+    ],
+)
+def test_adding_a_node_plans_exactly_one_vm(
+    deployed: Workspace, schematic: str | None, extra: list[str]
+) -> None:
     nodes = example_nodes()
-    new = {**nodes[3], "name": "k8s-work-3", "address": "10.10.0.23", "mac_addr": "bc:24:11:00:00:23",
-           "vm_id": 8023}
+    new = {
+        **nodes[3],
+        "name": "k8s-work-3",
+        "address": "10.10.0.23",
+        "mac_addr": "bc:24:11:00:00:23",
+        "vm_id": 8023,
+    }
     if schematic:
         new["schematic_id"] = schematic
     try:
@@ -138,7 +170,8 @@ def test_adding_a_node_plans_exactly_one_vm(deployed: Workspace, schematic: str 
         plan = deployed.plan(name="add.bin")
         assert plan.exitcode == 2
         assert plan.addresses("create") == sorted(
-            ["proxmox_virtual_environment_vm.talos_node_k8s_work_3", *extra])
+            ["proxmox_virtual_environment_vm.talos_node_k8s_work_3", *extra]
+        )
         assert plan.actions() == {"create": 1 + len(extra), "no-op": 8}
     finally:
         deployed.write().synth()
@@ -151,8 +184,11 @@ def test_secrets_stay_out_of_files_and_logs(deployed: Workspace, state_server: S
     deployed.plan(name="secrets.bin")
     assert (deployed.stack_dir / "secrets.bin").exists()
     assert deployed.files_containing(deployed.secrets()) == []
-    leaked = [p for p in state_server.directory.rglob("*") if p.is_file()
-              and any(s.encode() in p.read_bytes() for s in deployed.secrets())]
+    leaked = [
+        p
+        for p in state_server.directory.rglob("*")
+        if p.is_file() and any(s.encode() in p.read_bytes() for s in deployed.secrets())
+    ]
     assert leaked == []
     # The environment did carry them: the checks above would pass vacuously otherwise.
     env = deployed.env()
@@ -170,6 +206,8 @@ def test_destroy_leaves_fakepve_empty(make_workspace: WorkspaceFactory, server: 
     ws.destroy()
     assert server.call(lambda p: [vm.vmid for vm in p.vms]) == []
     assert server.call(lambda p: sorted(p.storages["local"]["files"])) == []
-    assert server.call(lambda p: {k: sorted(s.get("volumes", {})) for k, s in p.storages.items()}) == \
-        {"local": [], "local-lvm": []}
+    assert server.call(lambda p: {k: sorted(s.get("volumes", {})) for k, s in p.storages.items()}) == {
+        "local": [],
+        "local-lvm": [],
+    }
     assert ws.state_list() == []

@@ -30,10 +30,19 @@ def template_dir(ws: Workspace) -> Path:
         shutil.copyfile(tf, target / tf.name)
     shutil.copyfile(LOCK, target / ".terraform.lock.hcl")
     address = f"{ws.state.url}/states/{ws.state_name}"
-    backend = {"http": {"address": address, "lock_address": f"{address}/lock",
-                        "unlock_address": f"{address}/lock", "lock_method": "LOCK", "unlock_method": "UNLOCK"}}
+    backend = {
+        "http": {
+            "address": address,
+            "lock_address": f"{address}/lock",
+            "unlock_address": f"{address}/lock",
+            "lock_method": "LOCK",
+            "unlock_method": "UNLOCK",
+        }
+    }
     (target / "backend_override.tf.json").write_text(json.dumps({"terraform": {"backend": backend}}))
-    (target / "terraform.tfvars.json").write_text(json.dumps(tfvars_for_template(example_nodes(), ws.pve.url)))
+    (target / "terraform.tfvars.json").write_text(
+        json.dumps(tfvars_for_template(example_nodes(), ws.pve.url))
+    )
     return target
 
 
@@ -54,8 +63,10 @@ def test_template_state_plans_only_moves(make_workspace: WorkspaceFactory, serve
     assert plan.actions() == {"no-op": 8}, plan.actions()
     moves = plan.moves()
     assert sorted(moves) == sorted(old_addresses)
-    assert moves['proxmox_virtual_environment_vm.talos_node["k8s-work-2"]'] == \
-        "proxmox_virtual_environment_vm.talos_node_k8s_work_2"
+    assert (
+        moves['proxmox_virtual_environment_vm.talos_node["k8s-work-2"]']
+        == "proxmox_virtual_environment_vm.talos_node_k8s_work_2"
+    )
     iso = next(k for k in moves if k.startswith("proxmox_virtual_environment_download_file"))
     assert moves[iso].startswith("proxmox_download_file.talos_iso_")  # across the type rename
 

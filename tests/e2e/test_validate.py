@@ -24,9 +24,17 @@ def tofu(tools: Tools, directory: Path, *args: str, ok: tuple[int, ...] = (0,)) 
     import subprocess
 
     env = tools.environ()
-    proc = subprocess.run([tools.tofu, f"-chdir={directory}", *args, "-no-color"], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode in ok, f"tofu {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    proc = subprocess.run(
+        [tools.tofu, f"-chdir={directory}", *args, "-no-color"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode in ok, (
+        f"tofu {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    )
     return proc.stdout + proc.stderr
 
 
@@ -45,8 +53,9 @@ def test_snapshot_stack_validates(snapshot: Path, tools: Tools, tmp_path: Path) 
     assert "Success! The configuration is valid." in tofu(tools, tmp_path, "validate")
 
 
-def test_synthesized_stack_carries_the_committed_lock(make_workspace: WorkspaceFactory,
-                                                      pve: FakePveServer) -> None:
+def test_synthesized_stack_carries_the_committed_lock(
+    make_workspace: WorkspaceFactory, pve: FakePveServer
+) -> None:
     ws: Workspace = make_workspace(pve)
     stack_dir = ws.write().synth()
     lock = stack_dir / ".terraform.lock.hcl"

@@ -43,29 +43,36 @@ class TaskWorkspace:
 
     def env(self) -> dict[str, str]:
         env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if k not in ("INFRA_AUTO_APPROVE",) and not k.startswith(("TF_HTTP_", "PROXMOX_VE_"))
         }
-        env.update({
-            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-            "CLUSTER_CONFIG": str(self.cluster),
-            "NODES_CONFIG": str(self.nodes),
-            "CDKTF_OUTDIR": str(self.outdir),
-            "SECRETS_FILE": str(self.root / "secrets.sops.yaml"),
-            "SOPS_AGE_KEY_FILE": str(self.root / "age.key"),
-            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-            "TF_IN_AUTOMATION": "1",
-            **self.extra_env,
-        })
+        env.update(
+            {
+                "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+                "CLUSTER_CONFIG": str(self.cluster),
+                "NODES_CONFIG": str(self.nodes),
+                "CDKTF_OUTDIR": str(self.outdir),
+                "SECRETS_FILE": str(self.root / "secrets.sops.yaml"),
+                "SOPS_AGE_KEY_FILE": str(self.root / "age.key"),
+                "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+                "TF_IN_AUTOMATION": "1",
+                **self.extra_env,
+            }
+        )
         return env
 
-    def task(self, *args: str, env: dict[str, str] | None = None,
-             timeout: float = TASK_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def task(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = TASK_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """`task ARGS` with no terminal on stdin (as in CI)."""
         proc = subprocess.run(
             [str(VENV_BIN / "task"), "--dir", str(ROOT), *args],
-            env={**self.env(), **(env or {})}, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
+            env={**self.env(), **(env or {})},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         proc.stdout, proc.stderr = ANSI.sub("", proc.stdout), ANSI.sub("", proc.stderr)
         self.log.append(f"$ task {' '.join(args)}\n{proc.stdout}{proc.stderr}")

@@ -47,9 +47,13 @@ def live(tmp_path: Path, pve: FakePveServer, state: HttpState) -> TaskWorkspace:
     ws = TaskWorkspace(tmp_path)
     cluster = example_cluster()
     cluster.update(
-        proxmox_api_url=pve.url, proxmox_insecure=True, tfstate_url=state.url,
-        tfstate_username=state.username, tfstate_password=state.password,
-        proxmox_api_token_id=pve.token_id, proxmox_api_token_secret=pve.token_secret,
+        proxmox_api_url=pve.url,
+        proxmox_insecure=True,
+        tfstate_url=state.url,
+        tfstate_username=state.username,
+        tfstate_password=state.password,
+        proxmox_api_token_id=pve.token_id,
+        proxmox_api_token_secret=pve.token_secret,
     )
     ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
     ws.nodes.write_text(yaml.safe_dump({"nodes": example_nodes()}, sort_keys=False))
@@ -64,8 +68,9 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 
 def lock_info(state: HttpState, name: str = "proxmox") -> dict | None:
     auth = base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
-    request = urllib.request.Request(f"{state.url}/states/{name}/lock",
-                                     headers={"Authorization": f"Basic {auth}"})
+    request = urllib.request.Request(
+        f"{state.url}/states/{name}/lock", headers={"Authorization": f"Basic {auth}"}
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         body = response.read()
         return json.loads(body) if response.status == 200 and body else None
@@ -116,14 +121,18 @@ def test_configure_plan_apply_output_state_list_destroy(live: TaskWorkspace, pve
     assert_no_secrets(live, live.secrets)  # type: ignore[attr-defined]
 
 
-def test_force_unlock_of_a_lock_left_by_a_killed_run(live: TaskWorkspace, pve: FakePveServer,
-                                                     state: HttpState) -> None:
+def test_force_unlock_of_a_lock_left_by_a_killed_run(
+    live: TaskWorkspace, pve: FakePveServer, state: HttpState
+) -> None:
     ok(live.task("configure"))
     pve.call(lambda p: p.slow_network(0.3))  # every API call takes 0.3 s: apply holds the lock
     proc = subprocess.Popen(
         [str(VENV_BIN / "task"), "--dir", str(ROOT), "infra:apply-auto", "--", "--yes"],
-        env=live.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
+        env=live.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         info = None
@@ -166,8 +175,9 @@ def test_demo_runs_the_whole_flow_and_stops_what_it_started(tmp_path: Path) -> N
     assert not leftovers, leftovers
 
 
-def test_secrets_edit_rotation_is_used_by_the_next_task(live: TaskWorkspace, state: HttpState,
-                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_secrets_edit_rotation_is_used_by_the_next_task(
+    live: TaskWorkspace, state: HttpState, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     ok(live.task("configure"))
     ok(live.task("infra:plan"))
     # An "editor" that rewrites tfstate_password in the file sops hands it; the new value

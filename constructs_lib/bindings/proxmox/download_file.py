@@ -49,11 +49,17 @@ class DownloadFile(cdktf.TerraformResource):
             provider=provider,
         )
         self._attrs = attributes(
-            content_type=content_type, datastore_id=datastore_id, node_name=node_name,
-            url=url, file_name=file_name, checksum=checksum,
+            content_type=content_type,
+            datastore_id=datastore_id,
+            node_name=node_name,
+            url=url,
+            file_name=file_name,
+            checksum=checksum,
             checksum_algorithm=checksum_algorithm,
-            decompression_algorithm=decompression_algorithm, overwrite=overwrite,
-            overwrite_unmanaged=overwrite_unmanaged, upload_timeout=upload_timeout,
+            decompression_algorithm=decompression_algorithm,
+            overwrite=overwrite,
+            overwrite_unmanaged=overwrite_unmanaged,
+            upload_timeout=upload_timeout,
             verify=verify,
         )
 

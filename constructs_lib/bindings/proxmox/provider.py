@@ -59,8 +59,12 @@ class ProxmoxProvider(cdktf.TerraformProvider):
         if alias is not None:
             self.alias = alias  # cdktf writes it into the block itself
         self._attrs = attributes(
-            endpoint=endpoint, insecure=insecure, min_tls=min_tls,
-            random_vm_ids=random_vm_ids, ssh=ssh, tmp_dir=tmp_dir,
+            endpoint=endpoint,
+            insecure=insecure,
+            min_tls=min_tls,
+            random_vm_ids=random_vm_ids,
+            ssh=ssh,
+            tmp_dir=tmp_dir,
         )
 
     def _synthesize_attributes(self) -> dict[str, Any]:
