@@ -88,13 +88,7 @@ def ensure_age_key(ws: Workspace, env: Mapping[str, str]) -> str:
     """The age public key (recipient); creates the key file on first use."""
     if not ws.age_key.exists():
         ws.age_key.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [_tool("age-keygen", env), "-o", str(ws.age_key)],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
+        proc = _run([_tool("age-keygen", env), "-o", str(ws.age_key)], env)
         if proc.returncode != 0:
             raise WorkflowError(f"age-keygen could not create {ws.age_key}: {proc.stderr.strip()}")
         ws.age_key.chmod(0o600)
@@ -104,13 +98,7 @@ def ensure_age_key(ws: Workspace, env: Mapping[str, str]) -> str:
             "gitignored; never commit it.",
             file=sys.stderr,
         )
-    proc = subprocess.run(
-        [_tool("age-keygen", env), "-y", str(ws.age_key)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    proc = _run([_tool("age-keygen", env), "-y", str(ws.age_key)], env)
     if proc.returncode != 0:
         raise WorkflowError(
             f"{ws.age_key} is not a valid age key file (age-keygen -y failed); "
@@ -123,7 +111,7 @@ def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
     """Write ws.secrets, encrypted to the age key; atomically, so a failure keeps the old."""
     recipient = ensure_age_key(ws, env)
     plaintext = yaml.safe_dump(secrets.as_dict(), sort_keys=True)
-    proc = subprocess.run(
+    proc = _run(
         [
             _tool("sops", env),
             "--encrypt",
@@ -135,12 +123,8 @@ def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
             "yaml",
             "/dev/stdin",
         ],
-        input=plaintext,
-        capture_output=True,
-        text=True,
-        env=_sops_env(ws, env),
-        timeout=TIMEOUT,
-        check=False,
+        _sops_env(ws, env),
+        stdin=plaintext,
     )
     if proc.returncode != 0:
         raise WorkflowError(f"sops could not encrypt {ws.secrets}: {_first_line(proc.stderr)}")
@@ -158,13 +142,9 @@ def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
             f"cannot decrypt {ws.secrets}: age key file {ws.age_key} not found; set "
             "SOPS_AGE_KEY_FILE to the key that encrypted it (or restore it from your backup)"
         )
-    proc = subprocess.run(
+    proc = _run(
         [_tool("sops", env), "--decrypt", "--output-type", "json", str(ws.secrets)],
-        capture_output=True,
-        text=True,
-        env=_sops_env(ws, env),
-        timeout=TIMEOUT,
-        check=False,
+        _sops_env(ws, env),
     )
     if proc.returncode != 0:
         if "Failed to get the data key" in proc.stderr or "did not match" in proc.stderr:
@@ -190,6 +170,15 @@ def edit(ws: Workspace, env: Mapping[str, str]) -> int:
     return subprocess.run(
         [_tool("sops", env), "edit", str(ws.secrets)], env=_sops_env(ws, env), check=False
     ).returncode
+
+
+def _run(
+    argv: list[str], env: Mapping[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool with its output captured; secrets travel only on stdin/stdout."""
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, env=dict(env), timeout=TIMEOUT, check=False
+    )
 
 
 def _first_line(text: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cdktf
+from constructs import Construct
 
 PROVIDER_SOURCE = "bpg/proxmox"
 # ~> 0.111.1: short resource names (proxmox_download_file, since 0.100) and state moves
@@ -65,3 +66,34 @@ def object_list(values: Sequence[Any]) -> list[dict[str, Any]]:
 def attributes(**values: Any) -> dict[str, Any]:
     """The attributes of a resource or provider block, unset ones left out."""
     return {k: to_terraform(v) for k, v in values.items() if v is not None}
+
+
+class ProxmoxResource(cdktf.TerraformResource):
+    """What every resource binding shares: the provider's identity, the meta-arguments,
+    and synthesis of the attributes collected by the subclass's constructor."""
+
+    TF_RESOURCE_TYPE: str
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        attrs: dict[str, Any],
+        *,
+        depends_on: Sequence[cdktf.ITerraformDependable] | None = None,
+        lifecycle: cdktf.TerraformResourceLifecycle | None = None,
+        provider: cdktf.TerraformProvider | None = None,
+    ) -> None:
+        super().__init__(
+            scope,
+            id_,
+            terraform_resource_type=self.TF_RESOURCE_TYPE,
+            terraform_generator_metadata=GENERATOR_METADATA,
+            depends_on=depends_on,
+            lifecycle=lifecycle,
+            provider=provider,
+        )
+        self._attrs = attrs
+
+    def _synthesize_attributes(self) -> dict[str, Any]:
+        return self._attrs

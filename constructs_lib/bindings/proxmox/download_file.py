@@ -7,15 +7,14 @@ deprecated alias, and the provider moves state from that name to this one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import cdktf
 from constructs import Construct
 
-from constructs_lib.bindings.proxmox._base import GENERATOR_METADATA, attributes
+from constructs_lib.bindings.proxmox._base import ProxmoxResource, attributes
 
 
-class DownloadFile(cdktf.TerraformResource):
+class DownloadFile(ProxmoxResource):
     TF_RESOURCE_TYPE = "proxmox_download_file"
 
     def __init__(
@@ -39,16 +38,7 @@ class DownloadFile(cdktf.TerraformResource):
         lifecycle: cdktf.TerraformResourceLifecycle | None = None,
         provider: cdktf.TerraformProvider | None = None,
     ) -> None:
-        super().__init__(
-            scope,
-            id_,
-            terraform_resource_type=self.TF_RESOURCE_TYPE,
-            terraform_generator_metadata=GENERATOR_METADATA,
-            depends_on=depends_on,
-            lifecycle=lifecycle,
-            provider=provider,
-        )
-        self._attrs = attributes(
+        attrs = attributes(
             content_type=content_type,
             datastore_id=datastore_id,
             node_name=node_name,
@@ -62,9 +52,7 @@ class DownloadFile(cdktf.TerraformResource):
             upload_timeout=upload_timeout,
             verify=verify,
         )
-
-    def _synthesize_attributes(self) -> dict[str, Any]:
-        return self._attrs
+        super().__init__(scope, id_, attrs, depends_on=depends_on, lifecycle=lifecycle, provider=provider)
 
     @property
     def id(self) -> str:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cdktf
 from constructs import Construct
 
-from constructs_lib.bindings.proxmox._base import GENERATOR_METADATA, attributes, object_list
+from constructs_lib.bindings.proxmox._base import ProxmoxResource, attributes, object_list
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +114,7 @@ class VirtualEnvironmentVmSerialDevice:
     device: str | None = None
 
 
-class VirtualEnvironmentVm(cdktf.TerraformResource):
+class VirtualEnvironmentVm(ProxmoxResource):
     TF_RESOURCE_TYPE = "proxmox_virtual_environment_vm"
 
     def __init__(
@@ -156,16 +155,7 @@ class VirtualEnvironmentVm(cdktf.TerraformResource):
         lifecycle: cdktf.TerraformResourceLifecycle | None = None,
         provider: cdktf.TerraformProvider | None = None,
     ) -> None:
-        super().__init__(
-            scope,
-            id_,
-            terraform_resource_type=self.TF_RESOURCE_TYPE,
-            terraform_generator_metadata=GENERATOR_METADATA,
-            depends_on=depends_on,
-            lifecycle=lifecycle,
-            provider=provider,
-        )
-        self._attrs = attributes(
+        attrs = attributes(
             node_name=node_name,
             name=name,
             vm_id=vm_id,
@@ -196,9 +186,7 @@ class VirtualEnvironmentVm(cdktf.TerraformResource):
             startup=startup,
             vga=vga,
         )
-
-    def _synthesize_attributes(self) -> dict[str, Any]:
-        return self._attrs
+        super().__init__(scope, id_, attrs, depends_on=depends_on, lifecycle=lifecycle, provider=provider)
 
     @property
     def id(self) -> str:
