@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 from config.errors import Problem
 from config.schema import OWN_PREFIXES, ClusterFile, NodesFile
@@ -41,30 +42,6 @@ def cross_checks(
                 "no nodes (expected at least one node while infrastructure is enabled)",
             )
         )
-
-    def unique(what: str, field: str, value: Callable[[int], Hashable | None]) -> None:
-        first: dict[Hashable, int] = {}
-        for i in range(len(nodes.nodes)):
-            v = value(i)
-            if v is None:
-                continue
-            if v in first:
-                problems.append(
-                    Problem(
-                        ndisplay,
-                        nsrc.line_of(("nodes", i, field)),
-                        f"nodes[{i}].{field}",
-                        f"duplicate {what} {nodes.nodes[i].model_dump()[field]!s} "
-                        f"(expected unique; also used by nodes[{first[v]}])",
-                    )
-                )
-            else:
-                first[v] = i
-
-    unique("name", "name", lambda i: nodes.nodes[i].name)
-    unique("MAC address", "mac_addr", lambda i: nodes.nodes[i].mac_addr.lower())
-    unique("address", "address", lambda i: nodes.nodes[i].address)
-    unique("vm_id", "vm_id", lambda i: nodes.nodes[i].vm_id)
 
     # The ISO file name keeps only 12 characters of the schematic: two schematics sharing
     # them would overwrite each other's ISO on the datastore.
@@ -108,3 +85,40 @@ def prefix_warnings(csrc: YamlSource, cdisplay: str) -> list[Problem]:
             hint = f"did you mean '{close[0]}'?" if close else "not used by this app"
             warnings.append(Problem(cdisplay, csrc.line_of((key,)), key, f"warning: unknown key ({hint})"))
     return warnings
+
+
+# (key, what it is called, how values compare): MACs compare case-insensitively.
+UNIQUE_KEYS: tuple[tuple[str, str, Any], ...] = (
+    ("name", "name", lambda v: v),
+    ("mac_addr", "MAC address", lambda v: v.lower() if isinstance(v, str) else v),
+    ("address", "address", lambda v: v),
+    ("vm_id", "vm_id", lambda v: v),
+)
+
+
+def uniqueness(nsrc: YamlSource, ndisplay: str) -> list[Problem]:
+    """Duplicate names, MACs, addresses and VM ids, on the YAML as written: this runs even
+    when other keys of the same nodes are invalid, so all problems show up at once."""
+    data = nsrc.data.get("nodes") if isinstance(nsrc.data, dict) else None
+    if not isinstance(data, list):
+        return []
+    problems = []
+    for key, what, norm in UNIQUE_KEYS:
+        first: dict[Hashable, int] = {}
+        for i, entry in enumerate(data):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if value is None or not isinstance(value, str | int) or isinstance(value, bool):
+                continue
+            if norm(value) in first:
+                problems.append(
+                    Problem(
+                        ndisplay,
+                        nsrc.line_of(("nodes", i, key)),
+                        f"nodes[{i}].{key}",
+                        f"duplicate {what} {value} "
+                        f"(expected unique; also used by nodes[{first[norm(value)]}])",
+                    )
+                )
+            else:
+                first[norm(value)] = i
+    return problems

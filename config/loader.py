@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from config.checks import cross_checks, prefix_warnings
+from config.checks import cross_checks, prefix_warnings, uniqueness
 from config.defaults import resolve_sizing, resolve_startup
 from config.errors import ConfigError, Problem
 from config.messages import problems_from
@@ -86,7 +86,7 @@ def load_config(paths: ConfigPaths | None = None) -> LoadResult:
         problems += found
     if nsrc is not None:
         nodes, found = _validate(NodesFile, nsrc, ndisplay)
-        problems += found
+        problems += found + uniqueness(nsrc, ndisplay)
     if isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile):
         assert csrc is not None and nsrc is not None
         problems += cross_checks(cluster, nodes, csrc, nsrc, cdisplay, ndisplay)

@@ -207,7 +207,8 @@ def test_every_problem_is_reported_at_once(config_dir: ConfigDir) -> None:
         [node("cp-0", 0, mtu=1), node("cp-0", 1, vm_cores=0)],
     )
     found = problems(config_dir)
-    assert len(found) == 3, found  # vlan, mtu, vm_cores (the name check needs valid nodes)
+    assert len(found) == 4, found  # vlan, mtu, vm_cores, and the duplicate name beside them
+    assert any("nodes[1].name: duplicate name cp-0" in line for line in found)
 
 
 def test_secret_values_are_never_echoed(config_dir: ConfigDir) -> None:
