@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cdktf
@@ -30,6 +31,13 @@ DESCRIPTIONS = {
     "controller": "Talos Linux control plane node",
     "worker": "Talos Linux worker node",
 }
+
+
+@functools.cache
+def _lifecycle() -> cdktf.TerraformResourceLifecycle:
+    """Talos reboots and ejects its install media itself: do not fight it on every plan.
+    One instance for all VMs (building a cdktf struct runs its type checks each time)."""
+    return cdktf.TerraformResourceLifecycle(ignore_changes=["started", "cdrom"])
 
 
 class TalosVm(VirtualEnvironmentVm):
@@ -102,8 +110,7 @@ class TalosVm(VirtualEnvironmentVm):
             serial_device=[VirtualEnvironmentVmSerialDevice()],
             vga=VirtualEnvironmentVmVga(type="std"),
             boot_order=["scsi0", "ide2"],  # the installed disk first, the ISO as fallback
-            # Talos reboots and ejects media itself; do not fight it on every plan.
-            lifecycle=cdktf.TerraformResourceLifecycle(ignore_changes=["started", "cdrom"]),
+            lifecycle=_lifecycle(),
             depends_on=[i.file for i in all_isos],
         )
 
