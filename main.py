@@ -23,6 +23,15 @@ EXIT_BAD_INPUT = 2
 PROVIDER_LOCK = Path(__file__).resolve().parent / "stacks" / ".terraform.lock.hcl"
 
 
+def provider_from_registry() -> bool:
+    """TALOS_PROVIDER_SOURCE=registry: tofu downloads the provider from the registry. The
+    committed lock file holds the checksum of the reproducible mirror build, which the
+    registry's package does not match, so it is not copied and `tofu init` writes one
+    with the registry's checksums (scripts/update-provider-lock --registry adds those to
+    the committed file, after which the default works for both)."""
+    return os.environ.get("TALOS_PROVIDER_SOURCE", "mirror").strip().lower() == "registry"
+
+
 def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
     """Write the stack; return the path of its cdk.tf.json."""
     # Imported here so that a config error is reported without starting jsii's node.
@@ -34,7 +43,7 @@ def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
     stack_dir = Path(app.outdir) / "stacks" / config.backend.state_name
     ProxmoxStack(app, config, stack_dir)
     app.synth()
-    if config.proxmox is not None and PROVIDER_LOCK.exists():
+    if config.proxmox is not None and PROVIDER_LOCK.exists() and not provider_from_registry():
         # Beside cdk.tf.json, where tofu looks for it: reproducible provider selection.
         shutil.copyfile(PROVIDER_LOCK, stack_dir / ".terraform.lock.hcl")
     return stack_dir / "cdk.tf.json"
@@ -73,6 +82,14 @@ def main() -> int:
         return report(exc)
     for warning in result.warnings:
         print(warning, file=sys.stderr)
+    outdir = Path(os.environ.get("CDKTF_OUTDIR") or "cdktf.out")
+    try:  # fail with one line here rather than with a traceback from inside jsii
+        outdir.mkdir(parents=True, exist_ok=True)
+        if not os.access(outdir, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as exc:
+        print(f"{outdir}: cannot write the output directory ({exc.strerror or exc})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     output = synthesize(result.config)
     sys.stdout.write(describe(result.config, output))
     return 0

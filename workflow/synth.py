@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from config import InfraConfig, load_config
 from workflow.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = ("main.py", "config", "constructs_lib", "stacks")
+CODE = ("main.py", "config", "constructs_lib", "stacks", "stacks/.terraform.lock.hcl")
 STAMP = ".inputs-sha256"
 
 
@@ -23,6 +24,8 @@ def load(ws: Workspace) -> InfraConfig:
 
 def inputs_digest(ws: Workspace) -> str:
     digest = hashlib.sha256()
+    # The provider source decides whether the committed lock file is copied (main.py).
+    digest.update(os.environ.get("TALOS_PROVIDER_SOURCE", "mirror").encode() + b"\0")
     files = [ws.cluster, ws.nodes]
     for entry in CODE:
         path = ROOT / entry
