@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from devenv.fakepve import FakePveServer
+from devenv.scan import find_secrets
 from devenv.tools import ROOT, Tools
 
 EXAMPLES = ROOT / "examples"
@@ -261,16 +262,11 @@ class Workspace:
         with self.log.open("a") as log:
             log.write(f"$ {' '.join(argv)}\n# exit {code} after {secs:.2f} s\n{out}{err}\n")
 
-    def files_containing(self, needles: Iterable[str]) -> list[Path]:
-        """Files under root (cdktf.out, plan files, logs, state) that contain any needle."""
-        wanted = [n.encode() for n in needles if n]
-        hits = []
-        for path in self.root.rglob("*"):
-            if path.is_file() and not path.is_symlink() and "providers" not in path.parts:
-                data = path.read_bytes()
-                if any(n in data for n in wanted):
-                    hits.append(path)
-        return hits
+    def files_containing(self, needles: Iterable[str]) -> list[str]:
+        """Files under root (cdktf.out, plan files and their zip members, logs, state) that
+        contain any needle."""
+        paths = [p for p in self.root.rglob("*") if "providers" not in p.parts]
+        return find_secrets(paths, needles)
 
 
 def _text(data: str | bytes | None) -> str:
