@@ -52,6 +52,13 @@ def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
     return tofu
 
 
+# Destructive commands and what the confirmation says; asked before any other work.
+CONFIRM = {
+    "apply-auto": "apply changes without a saved plan",
+    "destroy": "DESTROY every VM and ISO in this stack",
+}
+
+
 def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
     yes, args = split_yes(args)
     if command == "init":
@@ -59,19 +66,18 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
     if command == "force-unlock":
         if len(args) != 1 or not args[0]:
             raise WorkflowError("force-unlock needs the lock id: task infra:force-unlock LOCK_ID=<id>")
-        tofu = _tofu(ws)
         confirm(f"force-unlock state lock {args[0]}", yes)
-        return tofu.run("force-unlock", "-force", args[0])
+        return _tofu(ws).run("force-unlock", "-force", args[0])
+    if command in CONFIRM:
+        confirm(CONFIRM[command], yes)
     tofu = _tofu(ws)
     if command == "plan":
         return tofu.plan(args)
     if command == "apply":
         return tofu.apply_saved_plan(args)
     if command == "apply-auto":
-        confirm("apply changes without a saved plan", yes)
         return tofu.run("apply", "-input=false", "-auto-approve", *args)
     if command == "destroy":
-        confirm("DESTROY every VM and ISO in this stack", yes)
         return tofu.run("destroy", "-input=false", "-auto-approve", *args)
     if command == "state-list":
         return tofu.run("state", "list", *args)
@@ -85,7 +91,14 @@ def configure(ws: Workspace) -> int:
     from_cluster = sec.Secrets.from_cluster(config.cluster)
     env = tools_env()
     if from_cluster.any:
-        sec.encrypt(from_cluster, ws, env)
+        # cluster.yaml wins key by key; credentials it no longer holds are kept.
+        try:
+            current = sec.decrypt(ws, env)
+        except WorkflowError as exc:
+            print(f"warning: {exc}; writing only the credentials in {ws.cluster}", file=sys.stderr)
+            current = sec.Secrets()
+        merged = current.merged_with(from_cluster)
+        sec.encrypt(merged, ws, env)
         print(f"encrypted {len(from_cluster.as_dict())} credential values into {ws.secrets}", file=sys.stderr)
     elif ws.secrets.exists():
         print(f"no credentials in {ws.cluster}; keeping {ws.secrets}", file=sys.stderr)
@@ -105,7 +118,7 @@ COMMANDS: dict[str, Callable[[Workspace, list[str]], int]] = {
     "synth": lambda ws, _args: (synth(ws, load(ws)), 0)[1],
     "configure": lambda ws, _args: configure(ws),
     "secrets-edit": lambda ws, _args: secrets_edit(ws),
-    "verify-nodes": lambda ws, _args: verify(load(ws)),
+    "verify-nodes": lambda ws, args: verify(load(ws), tcp_only="--tcp" in args),
     "demo": lambda _ws, args: run_demo(keep="--keep" in args),
     **{name: (lambda ws, args, name=name: run_tofu(name, args, ws)) for name in TOFU_COMMANDS},
 }

@@ -30,7 +30,7 @@ def done(started: float) -> None:
 def run_demo(keep: bool = False) -> int:
     # The demo's harness (fakepve, the state server) is development tooling: imported here.
     from devenv.fakepve import FakePveServer
-    from devenv.state_server import StateServer
+    from devenv.state_server import StateServer, StateServerError
     from devenv.tools import ToolsError, ensure_tools
     from devenv.workspace import Workspace as PveWorkspace
     from main import describe, synthesize
@@ -97,6 +97,9 @@ def run_demo(keep: bool = False) -> int:
         done(t)
     except subprocess.CalledProcessError as exc:
         raise WorkflowError(f"tofu output failed: {exc.stderr.strip()}") from exc
+    except (StateServerError, RuntimeError, OSError) as exc:
+        # fakepve or the state server did not start (a port, a certificate, a crash)
+        raise WorkflowError(f"the demo's local services failed: {exc}") from exc
     finally:
         if keep:
             print(f"demo: kept {tmp}", file=sys.stderr)

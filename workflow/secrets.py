@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import yaml
 
@@ -55,6 +56,10 @@ class Secrets:
     @property
     def any(self) -> bool:
         return any(getattr(self, f.name) for f in fields(self))
+
+    def merged_with(self, newer: Secrets) -> Secrets:
+        """These secrets with every value `newer` has replacing ours."""
+        return Secrets(**{**self.as_dict(), **newer.as_dict()})
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: v for f in fields(self) if (v := getattr(self, f.name))}
@@ -129,8 +134,12 @@ def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
     if proc.returncode != 0:
         raise WorkflowError(f"sops could not encrypt {ws.secrets}: {_first_line(proc.stderr)}")
     tmp = ws.secrets.with_name(ws.secrets.name + ".tmp")
-    tmp.write_text(proc.stdout)
-    os.replace(tmp, ws.secrets)
+    try:
+        tmp.write_text(proc.stdout)
+        os.replace(tmp, ws.secrets)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WorkflowError(f"cannot write {ws.secrets}: {exc.strerror or exc}") from exc
 
 
 def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
@@ -154,7 +163,15 @@ def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
                 "cluster.yaml and run `task configure` to encrypt them to this key"
             )
         raise WorkflowError(f"cannot decrypt {ws.secrets}: {_first_line(proc.stderr)}")
-    data = json.loads(proc.stdout or "{}")
+    try:
+        data = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise WorkflowError(
+            f"{ws.secrets} does not hold a mapping of credentials (decrypted it is "
+            "not key: value pairs); fix it with `task infra:secrets-edit`"
+        )
     known = {f.name for f in fields(Secrets)}
     return Secrets(**{k: str(v) for k, v in data.items() if k in known and v is not None})
 
@@ -176,9 +193,12 @@ def _run(
     argv: list[str], env: Mapping[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool with its output captured; secrets travel only on stdin/stdout."""
-    return subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, env=dict(env), timeout=TIMEOUT, check=False
-    )
+    try:
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, env=dict(env), timeout=TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise WorkflowError(f"{Path(argv[0]).name} did not finish within {TIMEOUT} s") from exc
 
 
 def _first_line(text: str) -> str:

@@ -170,3 +170,36 @@ def test_fmt_formats_and_fmt_check_catches(workspace: TaskWorkspace, tmp_path_fa
     assert workspace.task("infra:fmt", "--", str(code)).returncode == 0
     assert messy.read_text() == 'import os\n\nx = {"a": 1}\nprint(os.sep, x)\n'
     assert workspace.task("infra:fmt-check", "--", str(code)).returncode == 0
+
+
+def test_lock_id_reaches_the_command_as_one_argument(workspace: TaskWorkspace) -> None:
+    marker = workspace.root / "injected"
+    proc = workspace.task("infra:force-unlock", f"LOCK_ID=abc; touch {marker}")
+    assert proc.returncode != 0
+    assert f"refusing to force-unlock state lock abc; touch {marker} without confirmation" in proc.stderr
+    assert not marker.exists()
+
+
+def test_configure_keeps_credentials_cluster_yaml_no_longer_holds(workspace: TaskWorkspace) -> None:
+    add_secrets(workspace)
+    assert workspace.task("configure").returncode == 0
+    # the operator removes the token secret from cluster.yaml after the first configure
+    workspace.cluster.write_text(
+        "\n".join(
+            line
+            for line in workspace.cluster.read_text().splitlines()
+            if "proxmox_api_token_secret" not in line
+        )
+    )
+    proc = workspace.task("configure")
+    assert proc.returncode == 0, proc.stderr
+    ws = Workspace(
+        workspace.cluster,
+        workspace.nodes,
+        workspace.root / "secrets.sops.yaml",
+        workspace.root / "age.key",
+        workspace.outdir,
+    )
+    kept = sec.decrypt(ws, tools_env())
+    assert kept.proxmox_api_token_secret == TOKEN_SECRET
+    assert kept.tfstate_password == STATE_PASSWORD
