@@ -47,9 +47,17 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _show(value: Any, key: str) -> str:
+def _may_hold_secret(value: Any, key: str) -> bool:
+    """Never echo a secret, even a mistyped one: secret keys, a URL with credentials in it,
+    a token id with its secret pasted on (`id=secret`)."""
     if any(hint in key for hint in _SECRET_HINTS):
-        return "the value"  # never echo a secret, even a mistyped one
+        return True
+    return isinstance(value, str) and (("@" in value and key.endswith("_url")) or "=" in value)
+
+
+def _show(value: Any, key: str) -> str:
+    if _may_hold_secret(value, key):
+        return "the value"
     if isinstance(value, str):
         return repr(value)
     if isinstance(value, bool):

@@ -108,7 +108,7 @@ class ClusterFile(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     proxmox_api_url: str | None = expect(
-        "an https:// URL such as 'https://pve.example.com:8006/api2/json'",
+        "a URL such as 'https://pve.example.com:8006/api2/json'",
         default=None,
         pattern=URL_RE,
     )

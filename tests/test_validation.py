@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from config import ConfigError, ConfigPaths, load_config
-from tests.support import BASE_CLUSTER, SCHEMATIC_A, ConfigDir, node
+from tests.support import BASE_CLUSTER, ROOT, SCHEMATIC_A, ConfigDir, node
 
 
 def problems(d: ConfigDir) -> list[str]:
@@ -107,7 +109,7 @@ def test_schematics_sharing_the_iso_name_prefix(config_dir: ConfigDir) -> None:
     [
         (
             {"proxmox_api_url": "pve.example.com:8006"},
-            "proxmox_api_url: 'pve.example.com:8006' is not valid (expected an https:// URL",
+            "proxmox_api_url: 'pve.example.com:8006' is not valid (expected a URL such as 'https://pve.example.com:8006/api2/json')",
         ),
         ({"proxmox_api_url": "ftp://pve/api2/json"}, "proxmox_api_url: 'ftp://pve/api2/json' is not valid"),
         (
@@ -211,6 +213,19 @@ def test_every_problem_is_reported_at_once(config_dir: ConfigDir) -> None:
     assert any("nodes[1].name: duplicate name cp-0" in line for line in found)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("tfstate_url", "tfstate.example.com/u:hunter2-SENTINEL@x"),
+        ("proxmox_api_token_id", "root@pam!tf=hunter2-SENTINEL"),
+    ],
+)
+def test_values_that_may_carry_a_secret_are_not_echoed(config_dir: ConfigDir, key: str, value: str) -> None:
+    config_dir.write({**BASE_CLUSTER, key: value}, GOOD_NODES)
+    line = one_problem(config_dir)
+    assert f"{key}: the value is not valid" in line and "hunter2" not in line
+
+
 def test_secret_values_are_never_echoed(config_dir: ConfigDir) -> None:
     config_dir.write(
         {**BASE_CLUSTER, "tfstate_password": ["s3cr3t-sentinel"], "proxmox_api_token_secret": 12345},
@@ -255,3 +270,15 @@ def test_main_missing_files_use_env_paths(tmp_path: Path) -> None:
     assert f"{d.cluster}: file not found (copy one from examples/ to start)" in proc.stderr
     assert f"{d.nodes}: file not found" in proc.stderr
     assert not d.outdir.exists()
+
+
+def test_unwritable_output_directory_is_one_line(config_dir: ConfigDir) -> None:
+    config_dir.write(BASE_CLUSTER, GOOD_NODES)
+    blocker = config_dir.root / "a-file"
+    blocker.write_text("not a directory")
+    env = {**config_dir.env(), "CDKTF_OUTDIR": str(blocker / "out")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"{blocker / 'out'}: cannot write the output directory (Not a directory)"
