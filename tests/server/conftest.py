@@ -14,7 +14,6 @@ import pytest
 from tfstate_harness import ROOT, Moto, Paths, Server, running_moto, running_server
 
 SETUP_TOOLS = ROOT / "scripts" / "setup-tools"
-TERRAFORM = shutil.which("terraform")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

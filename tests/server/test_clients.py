@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TERRAFORM
 from tfstate_harness import (
+    TERRAFORM,
     Paths,
     Server,
     kill_group,

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,10 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Terraform is a second real client where it is installed (it sends an empty UNLOCK body
+# on force-unlock); tofu always runs.
+TERRAFORM = shutil.which("terraform")
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "alice"
