@@ -55,6 +55,10 @@ GOOD_NODES = [node("cp-0", 0), node("w-0", 1, controller=False)]
         ({"vm_disk_size": "big"}, "nodes[0].vm_disk_size: 'big' is not valid (expected disk size in GB"),
         ({"vm_startup_delay": -5}, "nodes[0].vm_startup_delay: -5 is out of range (expected seconds >= 0)"),
         ({"vm_shutdown_delay": -1}, "nodes[0].vm_shutdown_delay: -1 is out of range (expected seconds >= 0)"),
+        (
+            {"vm_startup_order": -1},
+            "nodes[0].vm_startup_order: -1 is out of range (expected a startup order >= 0)",
+        ),
         ({"controller": "yes"}, "nodes[0].controller: 'yes' is not valid (expected true or false)"),
         ({"vm_memroy": 4096}, "nodes[0].vm_memroy: unknown key (did you mean 'vm_memory'?)"),
         ({"vm_id": 5}, "nodes[0].vm_id: 5 is out of range (expected a VM id 100..999999999)"),
@@ -149,6 +153,32 @@ def test_schematics_sharing_the_iso_name_prefix(config_dir: ConfigDir) -> None:
             {"proxmox_api_token_id": "terraform"},
             "proxmox_api_token_id: 'terraform' is not valid (expected a token id",
         ),
+        (
+            {"proxmox_vm_advanced": {"bios": "uefi"}},
+            "proxmox_vm_advanced.bios: 'uefi' is not valid (expected 'ovmf' or 'seabios')",
+        ),
+        (
+            {"proxmox_vm_advanced": {"scsi_hw": "ide"}},
+            "proxmox_vm_advanced.scsi_hw: 'ide' is not valid (expected a SCSI controller",
+        ),
+        (
+            {"proxmox_vm_advanced": {"net_queues": 65}},
+            "proxmox_vm_advanced.net_queues: 65 is out of range (expected a number of NIC queues 0..64)",
+        ),
+        (
+            {"proxmox_vm_advanced": {"balloon": -1}},
+            "proxmox_vm_advanced.balloon: -1 is out of range (expected minimum balloon memory in MB",
+        ),
+        ({"proxmox_insecure": "yes"}, "proxmox_insecure: 'yes' is not valid (expected true or false)"),
+        (
+            {"cloudflare_domain": "not a domain"},
+            "cloudflare_domain: 'not a domain' is not valid (expected a domain name)",
+        ),
+        (
+            {"node_default_gateway": "10.10.0"},
+            "node_default_gateway: '10.10.0' is not valid (expected an IPv4 address)",
+        ),
+        ({"cluster_api_addr": 42}, "cluster_api_addr: 42 is not valid (expected an IPv4 address)"),
     ],
 )
 def test_cluster_field_rules(config_dir: ConfigDir, override: dict, expected: str) -> None:
@@ -195,6 +225,14 @@ def test_missing_file_says_which_and_points_to_examples(config_dir: ConfigDir) -
     config_dir.nodes.unlink()
     assert one_problem(config_dir) == (
         f"{config_dir.nodes}: file not found (copy one from examples/ to start)"
+    )
+
+
+def test_nodes_must_be_a_list(config_dir: ConfigDir) -> None:
+    config_dir.write(BASE_CLUSTER, "nodes:\n  name: cp-0\n")
+    assert (
+        one_problem(config_dir)
+        == f"{config_dir.nodes}:1: nodes: a mapping is not valid (expected a list of node mappings)"
     )
 
 
