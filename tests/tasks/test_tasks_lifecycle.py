@@ -96,6 +96,7 @@ def assert_no_secrets(ws: TaskWorkspace, secrets: list[str]) -> None:
 def test_configure_plan_apply_output_state_list_destroy(live: TaskWorkspace, pve: FakePveServer) -> None:
     ok(live.task("configure"))
     assert (live.stack_dir / ".terraform").is_dir(), "configure runs infra:init with state credentials"
+    ok(live.task("infra:init"))  # again, explicitly: idempotent against the same backend
     ok(live.task("infra:validate"))
     plan = ok(live.task("infra:plan"))
     assert "Plan: 8 to add, 0 to change, 0 to destroy." in plan.stdout

@@ -117,6 +117,13 @@ def test_plan_passes_extra_arguments_and_resynthesizes(workspace: TaskWorkspace)
     assert again.returncode == 0 and "synthesizing again" not in again.stderr
 
 
+def test_synth_writes_the_stack_and_says_where(workspace: TaskWorkspace) -> None:
+    proc = workspace.task("synth")
+    assert proc.returncode == 0, proc.stderr
+    assert "Synthesized stack 'proxmox': 6 nodes (3 controllers, 3 workers), 2 Talos ISOs" in proc.stderr
+    assert (workspace.stack_dir / "cdk.tf.json").exists()
+
+
 def test_bad_config_fails_with_problem_lines(workspace: TaskWorkspace) -> None:
     workspace.nodes.write_text(
         workspace.nodes.read_text().replace('mac_addr: "bc:24:11:00:00:11"', 'mac_addr: "bc:24:11:00:00:10"')
