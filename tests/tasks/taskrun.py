@@ -9,6 +9,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import ConfigDir
+from workflow.workspace import Workspace
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 VENV_BIN = Path(sys.executable).parent
@@ -20,26 +23,21 @@ TOKEN_SECRET = "tokensecret-SENTINEL-0b5d3f88"
 
 
 @dataclass
-class TaskWorkspace:
-    root: Path
+class TaskWorkspace(ConfigDir):
+    """A ConfigDir (cluster.yaml, nodes.yaml, cdktf.out) driven through `task`."""
+
     extra_env: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
     @property
-    def cluster(self) -> Path:
-        return self.root / "cluster.yaml"
-
-    @property
-    def nodes(self) -> Path:
-        return self.root / "nodes.yaml"
-
-    @property
-    def outdir(self) -> Path:
-        return self.root / "cdktf.out"
-
-    @property
     def stack_dir(self) -> Path:
         return self.outdir / "stacks" / "proxmox"
+
+    def workflow_workspace(self) -> Workspace:
+        """The same paths as the tasks see them (to decrypt in a test)."""
+        return Workspace(
+            self.cluster, self.nodes, self.root / "secrets.sops.yaml", self.root / "age.key", self.outdir
+        )
 
     def env(self) -> dict[str, str]:
         env = {
