@@ -32,14 +32,32 @@ def provider_from_registry() -> bool:
     return os.environ.get("TALOS_PROVIDER_SOURCE", "mirror").strip().lower() == "registry"
 
 
+class OutputDirError(Exception):
+    """The output directory cannot be written: one line for the operator, exit 2."""
+
+
+def writable_outdir(outdir: str | None) -> str:
+    """The output directory (argument, CDKTF_OUTDIR, or cdktf.out), created and checked
+    here so that a failure is one line rather than a traceback from inside jsii."""
+    path = Path(outdir or os.environ.get("CDKTF_OUTDIR") or "cdktf.out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as exc:
+        raise OutputDirError(f"{path}: cannot write the output directory ({exc.strerror or exc})") from exc
+    return str(path)
+
+
 def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
-    """Write the stack; return the path of its cdk.tf.json."""
+    """Write the stack; return the path of its cdk.tf.json. Raises OutputDirError."""
+    outdir = writable_outdir(outdir)
     # Imported here so that a config error is reported without starting jsii's node.
     import cdktf
 
     from stacks.proxmox_stack import ProxmoxStack
 
-    app = cdktf.App(outdir=outdir) if outdir else cdktf.App()
+    app = cdktf.App(outdir=outdir)
     stack_dir = Path(app.outdir) / "stacks" / config.backend.state_name
     ProxmoxStack(app, config, stack_dir)
     app.synth()
@@ -82,15 +100,11 @@ def main() -> int:
         return report(exc)
     for warning in result.warnings:
         print(warning, file=sys.stderr)
-    outdir = Path(os.environ.get("CDKTF_OUTDIR") or "cdktf.out")
-    try:  # fail with one line here rather than with a traceback from inside jsii
-        outdir.mkdir(parents=True, exist_ok=True)
-        if not os.access(outdir, os.W_OK):
-            raise PermissionError(13, "permission denied")
-    except OSError as exc:
-        print(f"{outdir}: cannot write the output directory ({exc.strerror or exc})", file=sys.stderr)
+    try:
+        output = synthesize(result.config)
+    except OutputDirError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
-    output = synthesize(result.config)
     sys.stdout.write(describe(result.config, output))
     return 0
 

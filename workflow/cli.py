@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from config import ConfigError
-from main import report
+from main import EXIT_BAD_INPUT, OutputDirError, report
 from workflow import secrets as sec
 from workflow.confirm import confirm, split_yes
 from workflow.demo import run_demo
@@ -133,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[ns.command](Workspace.from_env(), list(ns.args))
     except ConfigError as exc:
         return report(exc)
+    except OutputDirError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
     except WorkflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

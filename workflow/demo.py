@@ -5,9 +5,7 @@ outputs; then everything it started is stopped and its temporary files removed.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 from config import ConfigPaths, load_config
 from workflow.errors import WorkflowError
 from workflow.tofu import Tofu
+from workflow.toolchain import tools
 
 
 def step(message: str) -> float:
@@ -31,7 +30,6 @@ def run_demo(keep: bool = False) -> int:
     # The demo's harness (fakepve, the state server) is development tooling: imported here.
     from devenv.fakepve import FakePveServer
     from devenv.state_server import StateServer, StateServerError
-    from devenv.tools import ToolsError, ensure_tools
     from devenv.workspace import Workspace as PveWorkspace
     from main import describe, synthesize
 
@@ -39,11 +37,7 @@ def run_demo(keep: bool = False) -> int:
         "making tofu and the bpg provider available (the first run builds them from "
         "their Go modules: several minutes)"
     )
-    try:
-        tools = ensure_tools()
-    except ToolsError as exc:
-        raise WorkflowError(str(exc)) from exc
-    env = tools.environ()
+    env = tools().environ()
     done(t)
     tmp = Path(tempfile.mkdtemp(prefix="talos-cdktf-demo-"))
     try:
@@ -51,7 +45,7 @@ def run_demo(keep: bool = False) -> int:
         with FakePveServer() as pve, StateServer(tmp / "tfstate") as state:
             done(t)
             print(f"demo:   Proxmox VE API: {pve.url}   state server: {state.url}", file=sys.stderr)
-            ws = PveWorkspace(tmp, tools, pve, state=state)
+            ws = PveWorkspace(tmp, tools(), pve, state=state)
             ws.write()
             t = step(f"synthesizing the bundled example ({ws.cluster_path.name}, {ws.nodes_path.name})")
             config = load_config(ConfigPaths(ws.cluster_path, ws.nodes_path)).config
@@ -77,16 +71,7 @@ def run_demo(keep: bool = False) -> int:
                 t = step(label)
                 tofu.checked(*args)
                 done(t)
-            outputs = json.loads(
-                subprocess.run(
-                    ["tofu", f"-chdir={output.parent}", "output", "-json"],
-                    env=tofu.env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=120,
-                ).stdout
-            )
+            outputs = tofu.output_json()
             print("\ncluster_summary:\n" + outputs["cluster_summary"]["value"])
             print("node_vm_ids:")
             for name, vm_id in outputs["node_vm_ids"]["value"].items():
@@ -95,8 +80,6 @@ def run_demo(keep: bool = False) -> int:
             print(f"\nfakepve now holds {count} VMs; state is in the tfstate server.")
             t = step("stopping fakepve and the tfstate server")
         done(t)
-    except subprocess.CalledProcessError as exc:
-        raise WorkflowError(f"tofu output failed: {exc.stderr.strip()}") from exc
     except (StateServerError, RuntimeError, OSError) as exc:
         # fakepve or the state server did not start (a port, a certificate, a crash)
         raise WorkflowError(f"the demo's local services failed: {exc}") from exc

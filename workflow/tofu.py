@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from workflow.errors import WorkflowError
 
@@ -30,6 +32,19 @@ class Tofu:
             return subprocess.run(argv, env=self.env, check=False).returncode
         except FileNotFoundError as exc:
             raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
+
+    def output_json(self) -> dict[str, Any]:
+        """`tofu output -json`, parsed."""
+        proc = subprocess.run(
+            ["tofu", f"-chdir={self.stack_dir}", "output", "-json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise WorkflowError(f"tofu output failed: {proc.stderr.strip()}")
+        return json.loads(proc.stdout)
 
     def ensure_init(self) -> None:
         if not (self.stack_dir / ".terraform").exists():

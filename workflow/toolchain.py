@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from devenv.tools import ToolsError, ensure_tools
+from devenv.tools import Tools, ToolsError, ensure_tools
 from workflow.errors import WorkflowError
 
 
 @cache
-def _tools_env() -> tuple[tuple[str, str], ...]:
+def tools(*args: str) -> Tools:
+    """scripts/setup-tools ARGS, run once a process; its failure as one line."""
     try:
-        tools = ensure_tools(args=("--sops",))
+        return ensure_tools(args=args)
     except ToolsError as exc:
         raise WorkflowError(str(exc)) from exc
-    return tuple(tools.environ(dict(os.environ)).items())
 
 
 def tools_env() -> dict[str, str]:
-    """os.environ plus PATH and TF_CLI_CONFIG_FILE from setup-tools (run once a process)."""
-    return dict(_tools_env())
+    """os.environ plus PATH and TF_CLI_CONFIG_FILE from setup-tools, sops and age included."""
+    return tools("--sops").environ(dict(os.environ))
