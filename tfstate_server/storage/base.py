@@ -23,6 +23,19 @@ class LockNotHeld(Exception):
     """A write named a lock that nobody holds any more (e.g. force-unlocked): 409."""
 
 
+def may_lock(holder: LockInfo, info: LockInfo) -> None:
+    """A held lock: fine again for the same ID (a retried LOCK whose answer was lost),
+    LockHeld for anyone else. Both stores decide with this, inside their own atomicity."""
+    if holder.id != info.id:
+        raise LockHeld(holder)
+
+
+def may_unlock(holder: LockInfo, lock_id: str | None) -> None:
+    """A held lock may be released by its ID, or by no ID at all (a force-unlock)."""
+    if lock_id is not None and holder.id != lock_id:
+        raise LockHeld(holder)
+
+
 @dataclass(frozen=True)
 class StateKey:
     namespace: str  # the user name, as in the tfstate-worker

@@ -37,6 +37,8 @@ from tfstate_server.storage.base import (
     Store,
     VersionInfo,
     WriteRequest,
+    may_lock,
+    may_unlock,
 )
 
 LOCK = "lock.json"
@@ -290,9 +292,8 @@ class FileStore(Store):
         with self._mutex(directory):
             holder = self._read_lock_in(directory)
             if holder is not None:
-                if holder.id == info.id:
-                    return  # a retried LOCK whose answer was lost
-                raise LockHeld(holder)
+                may_lock(holder, info)
+                return  # already held by this ID
             tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
             _write_file(tmp, [info.to_json()], self.sync_locks)
             os.replace(tmp, directory / LOCK)
@@ -307,8 +308,7 @@ class FileStore(Store):
             holder = self._read_lock_in(directory)
             if holder is None:
                 return
-            if lock_id is not None and holder.id != lock_id:
-                raise LockHeld(holder)
+            may_unlock(holder, lock_id)
             (directory / LOCK).unlink()
             if self.sync_locks:
                 _fsync_dir(directory)

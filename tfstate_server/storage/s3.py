@@ -36,6 +36,8 @@ from tfstate_server.storage.base import (
     Store,
     VersionInfo,
     WriteRequest,
+    may_lock,
+    may_unlock,
 )
 
 # Conditional requests lose to a concurrent writer: re-read and retry a few times.
@@ -290,9 +292,8 @@ class S3Store(Store):
             holder = self.read_lock(key)
             if holder is None:
                 continue  # released between our attempt and the read
-            if holder.id == info.id:
-                return  # a retried LOCK whose answer was lost
-            raise LockHeld(holder)
+            may_lock(holder, info)
+            return  # already held by this ID
         raise StateConflict("the lock changed repeatedly; try again")
 
     def unlock(self, key: StateKey, lock_id: str | None) -> None:
@@ -301,8 +302,7 @@ class S3Store(Store):
             if got is None:
                 return
             holder, etag = got
-            if lock_id is not None and holder.id != lock_id:
-                raise LockHeld(holder)
+            may_unlock(holder, lock_id)
             try:
                 self.s3.delete_object(Bucket=self.bucket, Key=self._lock_key(key), IfMatch=etag)
                 return
