@@ -36,6 +36,15 @@ def may_unlock(holder: LockInfo, lock_id: str | None) -> None:
         raise LockHeld(holder)
 
 
+def may_write(holder: LockInfo | None, lock_id: str | None) -> None:
+    """A write's ?ID must be the holder's when locked (LockHeld), and absent when not
+    (LockNotHeld: it names a lock that was force-unlocked)."""
+    if holder is not None and holder.id != lock_id:
+        raise LockHeld(holder)
+    if holder is None and lock_id is not None:
+        raise LockNotHeld(lock_id)
+
+
 @dataclass(frozen=True)
 class StateKey:
     namespace: str  # the user name, as in the tfstate-worker

@@ -30,8 +30,6 @@ from tfstate_server.lockinfo import LockInfo
 from tfstate_server.statebody import StateMeta, parse_state
 from tfstate_server.storage.base import (
     HistoryCheck,
-    LockHeld,
-    LockNotHeld,
     Staged,
     StateKey,
     Store,
@@ -39,6 +37,7 @@ from tfstate_server.storage.base import (
     WriteRequest,
     may_lock,
     may_unlock,
+    may_write,
 )
 
 LOCK = "lock.json"
@@ -239,10 +238,7 @@ class FileStore(Store):
         directory = staged.directory
         with self._mutex(directory):
             holder = self._read_lock_in(directory)
-            if holder is not None and holder.id != lock_id:
-                raise LockHeld(holder)
-            if holder is None and lock_id is not None:
-                raise LockNotHeld(lock_id)
+            may_write(holder, lock_id)
             versions = self._versions(directory)
             check(self._meta(directory, versions[-1]) if versions else None)
             number = (versions[-1].number if versions else 0) + 1

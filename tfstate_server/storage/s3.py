@@ -29,8 +29,6 @@ from tfstate_server.lockinfo import LockInfo
 from tfstate_server.statebody import StateConflict, StateMeta, parse_state
 from tfstate_server.storage.base import (
     HistoryCheck,
-    LockHeld,
-    LockNotHeld,
     Staged,
     StateKey,
     Store,
@@ -38,6 +36,7 @@ from tfstate_server.storage.base import (
     WriteRequest,
     may_lock,
     may_unlock,
+    may_write,
 )
 
 # Conditional requests lose to a concurrent writer: re-read and retry a few times.
@@ -163,10 +162,7 @@ class S3Store(Store):
         key = request.key
         for _ in range(MAX_ATTEMPTS):
             holder = self.read_lock(key)
-            if holder is not None and holder.id != lock_id:
-                raise LockHeld(holder)
-            if holder is None and lock_id is not None:
-                raise LockNotHeld(lock_id)
+            may_write(holder, lock_id)
             current = self._current(key)
             check(None if current is None else current.meta)
             numbers = self._version_numbers(key)
