@@ -16,9 +16,12 @@ from pathlib import Path
 # jsii prints a large end-of-life banner for Node 20 on every run otherwise.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
+from cdktf_runtime import RuntimeUnavailable, load_cdktf
 from config import ConfigError, InfraConfig, load_config
+from output_dir import OutputDirError, output_error, staged_output
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 # The provider versions and checksums tofu init must find (scripts/update-provider-lock).
 PROVIDER_LOCK = Path(__file__).resolve().parent / "stacks" / ".terraform.lock.hcl"
 
@@ -32,38 +35,27 @@ def provider_from_registry() -> bool:
     return os.environ.get("TALOS_PROVIDER_SOURCE", "mirror").strip().lower() == "registry"
 
 
-class OutputDirError(Exception):
-    """The output directory cannot be written: one line for the operator, exit 2."""
-
-
-def writable_outdir(outdir: str | None) -> str:
-    """The output directory (argument, CDKTF_OUTDIR, or cdktf.out), created and checked
-    here so that a failure is one line rather than a traceback from inside jsii."""
-    path = Path(outdir or os.environ.get("CDKTF_OUTDIR") or "cdktf.out")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not os.access(path, os.W_OK):
-            raise PermissionError(13, "permission denied")
-    except OSError as exc:
-        raise OutputDirError(f"{path}: cannot write the output directory ({exc.strerror or exc})") from exc
-    return str(path)
-
-
 def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
-    """Write the stack; return the path of its cdk.tf.json. Raises OutputDirError."""
-    outdir = writable_outdir(outdir)
-    # Imported here so that a config error is reported without starting jsii's node.
-    import cdktf
+    """Write the stack; return the path of its cdk.tf.json. The output directory is
+    replaced whole or not at all (output_dir.py). Raises OutputDirError."""
+    final = Path(outdir or os.environ.get("CDKTF_OUTDIR") or "cdktf.out")
+    stack_dir = final / "stacks" / config.backend.state_name
+    with staged_output(final) as staging:
+        # Started here so that a config error is reported without starting jsii's node.
+        cdktf = load_cdktf()
+        from stacks.proxmox_stack import ProxmoxStack
 
-    from stacks.proxmox_stack import ProxmoxStack
-
-    app = cdktf.App(outdir=outdir)
-    stack_dir = Path(app.outdir) / "stacks" / config.backend.state_name
-    ProxmoxStack(app, config, stack_dir)
-    app.synth()
-    if config.proxmox is not None and PROVIDER_LOCK.exists() and not provider_from_registry():
-        # Beside cdk.tf.json, where tofu looks for it: reproducible provider selection.
-        shutil.copyfile(PROVIDER_LOCK, stack_dir / ".terraform.lock.hcl")
+        app = cdktf.App(outdir=str(staging))
+        # The final stack directory: paths in the stack are relative to where it will be.
+        ProxmoxStack(app, config, stack_dir)
+        new_stack_dir = staging / "stacks" / config.backend.state_name
+        try:
+            app.synth()
+            if config.proxmox is not None and PROVIDER_LOCK.exists() and not provider_from_registry():
+                # Beside cdk.tf.json, where tofu looks for it: reproducible provider selection.
+                shutil.copyfile(PROVIDER_LOCK, new_stack_dir / ".terraform.lock.hcl")
+        except (OSError, RuntimeError) as exc:  # jsii reports node's fs errors as RuntimeError
+            raise output_error(final, exc) from exc
     return stack_dir / "cdk.tf.json"
 
 
@@ -96,15 +88,17 @@ def report(exc: ConfigError) -> int:
 def main() -> int:
     try:
         result = load_config()
+        for warning in result.warnings:
+            print(warning, file=sys.stderr)
+        output = synthesize(result.config)
     except ConfigError as exc:
         return report(exc)
-    for warning in result.warnings:
-        print(warning, file=sys.stderr)
-    try:
-        output = synthesize(result.config)
-    except OutputDirError as exc:
+    except (OutputDirError, RuntimeUnavailable) as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     sys.stdout.write(describe(result.config, output))
     return 0
 

@@ -39,6 +39,20 @@ def resolve_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
     return resolved
 
 
+def template_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
+    """What the template setup created: like resolve_sizing, except that the built-in role
+    defaults were merged over `proxmox_vm_defaults`, which therefore never took effect."""
+    role = "controller" if node.controller else "worker"
+    user_role = (
+        cluster.proxmox_vm_controller_defaults if node.controller else cluster.proxmox_vm_worker_defaults
+    )
+    sizing = {}
+    for key in SIZING_KEYS:
+        chain = (getattr(node, f"vm_{key}"), getattr(user_role, key), BUILTIN_ROLE[role].get(key))
+        sizing[key] = next(value for value in chain if value is not None)
+    return sizing
+
+
 def resolve_startup(node: NodeEntry, position: int) -> tuple[int, int, int]:
     """(order, up delay, down delay); `position` is the node's 1-based place in nodes.yaml."""
     order = node.vm_startup_order

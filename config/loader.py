@@ -12,6 +12,7 @@ from config.checks import cross_checks, prefix_warnings, uniqueness
 from config.defaults import resolve_sizing, resolve_startup
 from config.errors import ConfigError, Problem
 from config.messages import problems_from
+from config.migration_notice import migration_warnings
 from config.model import InfraConfig, IsoSpec, ProxmoxSpec, StateBackendSpec, VmSpec
 from config.schema import ClusterFile, NodesFile
 from config.yaml_source import YamlSource, load_yaml
@@ -93,7 +94,8 @@ def load_config(paths: ConfigPaths | None = None) -> LoadResult:
     if problems:
         raise ConfigError(problems)
     assert isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile) and csrc
-    return LoadResult(_resolve(cluster, nodes, paths.cluster), prefix_warnings(csrc, cdisplay))
+    warnings = prefix_warnings(csrc, cdisplay) + migration_warnings(cluster, nodes, csrc, cdisplay)
+    return LoadResult(_resolve(cluster, nodes, paths.cluster), warnings)
 
 
 def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> InfraConfig:

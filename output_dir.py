@@ -1,0 +1,126 @@
+"""The output directory is replaced whole or not at all.
+
+Synthesis writes into a new directory beside the output (same filesystem, so renames are
+atomic); on success whatever the previous output holds that synthesis does not write
+(tofu's `.terraform/` and lock file, the saved plan, the workflow's stamps, other stacks)
+is moved into it and the two directories are exchanged. On any failure the new directory
+is removed and the previous output stays byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+STAGING_PREFIX = ".cdktf-new-"  # short: an output name near the length limit still fits
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+class OutputDirError(Exception):
+    """The output directory cannot be written: one line for the operator, exit 2."""
+
+
+def output_error(display: Path, exc: BaseException) -> OutputDirError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(str(exc))
+    reason = reason.removeprefix("Error: ")  # node's errors, as jsii passes them on
+    return OutputDirError(f"{display}: cannot write the output directory ({reason})")
+
+
+@contextlib.contextmanager
+def staged_output(outdir: Path) -> Iterator[Path]:
+    """Yield an empty directory to synthesize into; swap it in for `outdir` when the block
+    succeeds. Failures while preparing or swapping raise OutputDirError; an exception in
+    the block propagates. Either way nothing is left behind and `outdir` is unchanged."""
+    target = Path(os.path.realpath(outdir))  # a symlinked output: replace what it points at
+    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a directory should be
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+        if target.exists() and not target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        staging = _new_dir(target.parent)
+    except OSError as exc:
+        raise output_error(outdir, exc) from exc
+    try:
+        yield staging
+        _swap_in(staging, target, outdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _new_dir(parent: Path) -> Path:
+    for _ in range(100):
+        path = parent / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()  # the usual mode (umask), unlike mkdtemp's 0700
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no free name for a staging directory", str(parent))
+
+
+def _swap_in(staging: Path, target: Path, display: Path) -> None:
+    """Exchange `staging` (the new output) with `target`; afterwards `staging` holds the
+    previous output, minus what was carried over, for the caller to remove."""
+    if not target.exists():
+        try:
+            os.rename(staging, target)
+        except OSError as exc:
+            raise output_error(display, exc) from exc
+        return
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for old, new in _carried(target, staging):
+            os.rename(old, new)
+            moved.append((old, new))
+        _exchange(staging, target)
+    except OSError as exc:
+        for old, new in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.rename(new, old)
+        raise output_error(display, exc) from exc
+
+
+def _carried(old_dir: Path, new_dir: Path) -> Iterator[tuple[Path, Path]]:
+    """What the previous output holds that synthesis did not write (moved, not copied:
+    `.terraform/` can be large). Where both have the same file, the new one wins."""
+    for entry in sorted(os.listdir(old_dir)):
+        old, new = old_dir / entry, new_dir / entry
+        if not os.path.lexists(new):
+            yield old, new
+        elif old.is_dir() and not old.is_symlink() and new.is_dir() and not new.is_symlink():
+            yield from _carried(old, new)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Atomically exchange two directories (renameat2 RENAME_EXCHANGE); where the system
+    or filesystem lacks it, two renames with the old output restored on failure."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd = -100
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(b))
+    aside = b.with_name(f"{STAGING_PREFIX}{secrets.token_hex(4)}")
+    os.rename(b, aside)
+    try:
+        os.rename(a, b)
+    except OSError:
+        os.rename(aside, b)
+        raise
+    os.rename(aside, a)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
