@@ -48,7 +48,12 @@ def template_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
     )
     sizing = {}
     for key in SIZING_KEYS:
-        chain = (getattr(node, f"vm_{key}"), getattr(user_role, key), BUILTIN_ROLE[role].get(key))
+        chain = (
+            getattr(node, f"vm_{key}"),
+            getattr(user_role, key),
+            BUILTIN_ROLE[role].get(key),
+            BUILTIN_GLOBAL[key],
+        )
         sizing[key] = next(value for value in chain if value is not None)
     return sizing
 
