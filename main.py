@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":
+    # Ctrl-C while the modules load: nothing to clean up yet (main() handles it later).
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._exit(130)))
 
 # jsii prints a large end-of-life banner for Node 20 on every run otherwise.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -96,7 +101,7 @@ def main() -> int:
     except (OutputDirError, RuntimeUnavailable) as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # what was written is cleaned up (output_dir); jsii's node got it too
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     sys.stdout.write(describe(result.config, output))
@@ -104,4 +109,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

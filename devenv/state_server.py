@@ -33,13 +33,13 @@ class StateServerError(RuntimeError):
 
 
 class StateServer:
-    def __init__(self, directory: Path, *, username: str = "terraform") -> None:
+    def __init__(self, directory: Path, *, username: str = "terraform", password: str | None = None) -> None:
         self.directory = directory
         self.store = directory / "store"
         self.store.mkdir(parents=True, exist_ok=True)
         self.log = directory / "tfstate-server.log"
         self.username = username
-        self._password = secrets.token_urlsafe(18)
+        self._password = password or secrets.token_urlsafe(18)
         self._proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 

@@ -1,5 +1,11 @@
+import os
+import signal
 import sys
 
-from workflow.cli import main
+# Ctrl-C while the modules load: nothing to clean up yet (cli.main() handles it later).
+signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._exit(130)))
 
+from workflow.cli import main  # noqa: E402
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(main())

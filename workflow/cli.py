@@ -10,12 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from cdktf_runtime import RuntimeUnavailable
 from config import ConfigError
-from main import EXIT_BAD_INPUT, OutputDirError, report
+from main import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OutputDirError, report
 from workflow import secrets as sec
 from workflow.confirm import confirm, split_yes
 from workflow.demo import run_demo
 from workflow.errors import WorkflowError
+from workflow.invocation import raw_task_var
 from workflow.synth import ensure_synth, load, synth
 from workflow.tofu import Tofu
 from workflow.toolchain import tools_env
@@ -66,10 +68,11 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
     if command == "force-unlock":
         if len(args) != 1 or not args[0]:
             raise WorkflowError("force-unlock needs the lock id: task infra:force-unlock LOCK_ID=<id>")
-        confirm(f"force-unlock state lock {args[0]}", yes)
-        return _tofu(ws).run("force-unlock", "-force", args[0])
+        lock_id = raw_task_var("LOCK_ID") or args[0]  # as typed: go-task expands {{...}}
+        confirm(f"force-unlock state lock {lock_id}", yes, command)
+        return _tofu(ws).run("force-unlock", "-force", lock_id)
     if command in CONFIRM:
-        confirm(CONFIRM[command], yes)
+        confirm(CONFIRM[command], yes, command)
     tofu = _tofu(ws)
     if command == "plan":
         return tofu.plan(args)
@@ -133,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[ns.command](Workspace.from_env(), list(ns.args))
     except ConfigError as exc:
         return report(exc)
-    except OutputDirError as exc:
+    except (OutputDirError, RuntimeUnavailable) as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
     except WorkflowError as exc:
@@ -141,4 +144,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

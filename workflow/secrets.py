@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
-
 from config.schema import ClusterFile
 from workflow.errors import WorkflowError
 from workflow.workspace import Workspace
 
 TIMEOUT = 60
+SOPS_UNCHANGED = 200  # `sops edit` when the file was saved without a change
 
 
 @dataclass(frozen=True, repr=False)
@@ -103,19 +102,29 @@ def ensure_age_key(ws: Workspace, env: Mapping[str, str]) -> str:
             "gitignored; never commit it.",
             file=sys.stderr,
         )
+    return check_age_key(ws, env)
+
+
+def check_age_key(ws: Workspace, env: Mapping[str, str]) -> str:
+    """The public key of ws.age_key; WorkflowError when the file holds no age key (what
+    it holds is never shown: it may be a secret of another kind)."""
     proc = _run([_tool("age-keygen", env), "-y", str(ws.age_key)], env)
-    if proc.returncode != 0:
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
         raise WorkflowError(
-            f"{ws.age_key} is not a valid age key file (age-keygen -y failed); "
-            "point SOPS_AGE_KEY_FILE at your key"
+            f"{ws.age_key} is not an age key file (no AGE-SECRET-KEY-1... line that "
+            "age-keygen -y accepts); point SOPS_AGE_KEY_FILE at your key"
         )
-    return proc.stdout.strip().splitlines()[-1]
+    return lines[-1]
 
 
 def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
     """Write ws.secrets, encrypted to the age key; atomically, so a failure keeps the old."""
     recipient = ensure_age_key(ws, env)
-    plaintext = yaml.safe_dump(secrets.as_dict(), sort_keys=True)
+    # JSON in: every value is a string as written. In YAML, sops (YAML 1.2) would read a
+    # plain `6e06`, `0o17` or `true` that PyYAML (YAML 1.1) left unquoted as a number or
+    # a boolean, and store it as one. The file sops writes stays YAML (secrets-edit).
+    plaintext = json.dumps(secrets.as_dict(), sort_keys=True, ensure_ascii=False)
     proc = _run(
         [
             _tool("sops", env),
@@ -123,7 +132,7 @@ def encrypt(secrets: Secrets, ws: Workspace, env: Mapping[str, str]) -> None:
             "--age",
             recipient,
             "--input-type",
-            "yaml",
+            "json",
             "--output-type",
             "yaml",
             "/dev/stdin",
@@ -157,6 +166,7 @@ def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
     )
     if proc.returncode != 0:
         if "Failed to get the data key" in proc.stderr or "did not match" in proc.stderr:
+            check_age_key(ws, env)  # only now: a key file that is no key at all says so
             raise WorkflowError(
                 f"cannot decrypt {ws.secrets}: the age key {ws.age_key} is not one it was "
                 "encrypted to; set SOPS_AGE_KEY_FILE to the right key, or put the secrets in "
@@ -173,7 +183,24 @@ def decrypt(ws: Workspace, env: Mapping[str, str]) -> Secrets:
             "not key: value pairs); fix it with `task infra:secrets-edit`"
         )
     known = {f.name for f in fields(Secrets)}
-    return Secrets(**{k: str(v) for k, v in data.items() if k in known and v is not None})
+    values = {k: v for k, v in data.items() if k in known and v is not None}
+    # A value typed in `secrets-edit` without quotes may be a number or a boolean to sops
+    # (YAML 1.2): str() of it would not be what was typed. Never shown: it is a secret.
+    for key, value in sorted(values.items()):
+        if not isinstance(value, str):
+            raise WorkflowError(
+                f"{ws.secrets}: {key} is not a string once decrypted (YAML read it as "
+                f'{_yaml_kind(value)}); quote it with `task infra:secrets-edit`, e.g. {key}: "..."'
+            )
+    return Secrets(**values)
+
+
+def _yaml_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a list or mapping"
 
 
 def edit(ws: Workspace, env: Mapping[str, str]) -> int:
@@ -184,9 +211,13 @@ def edit(ws: Workspace, env: Mapping[str, str]) -> int:
             "cluster.yaml and run `task configure` first"
         )
     ensure_age_key(ws, env)
-    return subprocess.run(
+    code = subprocess.run(
         [_tool("sops", env), "edit", str(ws.secrets)], env=_sops_env(ws, env), check=False
     ).returncode
+    if code == SOPS_UNCHANGED:
+        print(f"no change: {ws.secrets} stays as it was", file=sys.stderr)
+        return 0
+    return code
 
 
 def _run(

@@ -29,9 +29,10 @@ class Tofu:
     def run(self, *args: str) -> int:
         argv = ["tofu", f"-chdir={self.stack_dir}", *args]
         try:
-            return subprocess.run(argv, env=self.env, check=False).returncode
+            proc = subprocess.Popen(argv, env=self.env)
         except FileNotFoundError as exc:
             raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
+        return wait_for_tofu(proc)
 
     def output_json(self) -> dict[str, Any]:
         """`tofu output -json`, parsed."""
@@ -78,6 +79,22 @@ class Tofu:
             )
         code = self.run("apply", "-input=false", *args, PLAN_FILE)
         stamp.unlink(missing_ok=True)  # a plan applies once
+        return code
+
+
+def wait_for_tofu(proc: subprocess.Popen[bytes]) -> int:
+    """tofu's exit code. On Ctrl-C tofu gets the same SIGINT (it is in our process group)
+    and stops on its own, releasing the state lock it holds: wait for that rather than
+    kill it (subprocess.run would), then report the interrupt."""
+    interrupted = False
+    while True:
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            continue
+        if interrupted:
+            raise KeyboardInterrupt
         return code
 
 
