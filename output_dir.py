@@ -81,11 +81,13 @@ def _swap_in(staging: Path, target: Path, display: Path) -> None:
             os.rename(old, new)
             moved.append((old, new))
         _exchange(staging, target)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C included: what was carried over goes back
         for old, new in reversed(moved):
             with contextlib.suppress(OSError):
                 os.rename(new, old)
-        raise output_error(display, exc) from exc
+        if isinstance(exc, OSError):
+            raise output_error(display, exc) from exc
+        raise
 
 
 def _carried(old_dir: Path, new_dir: Path) -> Iterator[tuple[Path, Path]]:

@@ -21,7 +21,7 @@ from types import ModuleType
 # cdktf 0.21's minimum ("Minimum required Node version updated to 20.9"). The variable
 # exists so that the tests can make the Node.js at hand too old; the guard reads it too.
 MIN_ENV = "TALOS_CDKTF_NODE_MIN"
-GUARD = Path(__file__).resolve().parent / "node_version_guard.js"
+GUARD = Path(__file__).resolve().parent / "node_preload.js"
 VERSION_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
 
