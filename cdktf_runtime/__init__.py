@@ -36,7 +36,8 @@ def load_cdktf() -> ModuleType:
     node = os.environ.get("JSII_NODE", "node")
     os.environ.setdefault(MIN_ENV, "20.9")
     if shutil.which(node) is None:
-        raise RuntimeUnavailable(f"Node.js ({node}) not found on PATH: {needed()}")
+        where = "" if os.sep in node else " on PATH"
+        raise RuntimeUnavailable(f"Node.js ({node}) not found{where}: {needed()}")
     _quiet_jsii_teardown()
     _add_version_guard()
     try:
