@@ -38,32 +38,27 @@ def staged_output(outdir: Path) -> Iterator[Path]:
     succeeds. Failures while preparing or swapping raise OutputDirError; an exception in
     the block propagates. Either way nothing is left behind and `outdir` is unchanged."""
     target = Path(os.path.realpath(outdir))  # a symlinked output: replace what it points at
+    # Named before it exists, so that the clean-up below covers a Ctrl-C at any moment.
+    staging = target.parent / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
     try:
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:  # a file where a directory should be
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
-        if target.exists() and not target.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        staging = _new_dir(target.parent)
-    except OSError as exc:
-        raise output_error(outdir, exc) from exc
-    try:
+            _prepare(target, staging)
+        except OSError as exc:
+            raise output_error(outdir, exc) from exc
         yield staging
         _swap_in(staging, target, outdir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _new_dir(parent: Path) -> Path:
-    for _ in range(100):
-        path = parent / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
-        try:
-            path.mkdir()  # the usual mode (umask), unlike mkdtemp's 0700
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(errno.EEXIST, "no free name for a staging directory", str(parent))
+def _prepare(target: Path, staging: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a directory should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    staging.mkdir()  # the usual mode (umask), unlike mkdtemp's 0700
 
 
 def _swap_in(staging: Path, target: Path, display: Path) -> None:
