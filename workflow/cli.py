@@ -62,15 +62,17 @@ CONFIRM = {
 
 
 def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
-    yes, args = split_yes(args)
-    if command == "init":
-        return _tofu(ws, need_init=False).run("init", "-input=false", *args)
     if command == "force-unlock":
-        if len(args) != 1 or not args[0]:
+        # The lock id first (any bytes, even "--yes"), then the options.
+        yes, rest = split_yes(args[1:])
+        if not args or not args[0] or rest:
             raise WorkflowError("force-unlock needs the lock id: task infra:force-unlock LOCK_ID=<id>")
         lock_id = raw_task_var("LOCK_ID") or args[0]  # as typed: go-task expands {{...}}
         confirm(f"force-unlock state lock {lock_id}", yes, command)
         return _tofu(ws).run("force-unlock", "-force", lock_id)
+    yes, args = split_yes(args)
+    if command == "init":
+        return _tofu(ws, need_init=False).run("init", "-input=false", *args)
     if command in CONFIRM:
         confirm(CONFIRM[command], yes, command)
     tofu = _tofu(ws)
