@@ -255,3 +255,20 @@ def test_a_key_file_that_is_not_an_age_key_says_so(workspace: TaskWorkspace, con
         "accepts); point SOPS_AGE_KEY_FILE at your key"
     ], proc.stderr
     assert KEY_SENTINEL not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"JSII_NODE": "/nonexistent/node"},
+            "Node.js (/nonexistent/node) not found: cdktf needs Node.js 20.9 or newer",
+        ),
+        ({"TALOS_CDKTF_NODE_MIN": "99.0"}, " is too old: cdktf needs Node.js 99.0 or newer"),
+    ],
+)
+def test_a_task_without_a_usable_node_is_one_line(workspace: TaskWorkspace, env, expected) -> None:
+    proc = workspace.task("synth", env=env)
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("task: ")]
+    assert proc.returncode != 0 and len(ours) == 1 and ours[0].endswith(expected), proc.stderr
+    assert not workspace.outdir.exists()
