@@ -3,8 +3,8 @@
 jsii starts `node` when cdktf is first imported. Without Node.js, with one too old, or
 without room for the runtime's files in the temp directory, jsii fails with tracebacks
 (and more from its own clean-up at exit). Here: the Node.js check costs nothing on the
-happy path (a PATH lookup, and a version guard node itself runs on start-up); the
-version is only asked for (`node --version`) to explain a failure.
+happy path (a PATH lookup, and a preload node itself runs on start-up, which also leaves
+Ctrl-C to Python); the version is only asked for (`node --version`) to explain a failure.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from types import ModuleType
 # cdktf 0.21's minimum ("Minimum required Node version updated to 20.9"). The variable
 # exists so that the tests can make the Node.js at hand too old; the guard reads it too.
 MIN_ENV = "TALOS_CDKTF_NODE_MIN"
-GUARD = Path(__file__).resolve().parent / "node_preload.js"
+PRELOAD = Path(__file__).resolve().parent / "node_preload.js"
 VERSION_RE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+_hooked = False
 
 
 class RuntimeUnavailable(Exception):
@@ -39,7 +42,7 @@ def load_cdktf() -> ModuleType:
         where = "" if os.sep in node else " on PATH"
         raise RuntimeUnavailable(f"Node.js ({node}) not found{where}: {needed()}")
     _quiet_jsii_teardown()
-    _add_version_guard()
+    _add_preload()
     try:
         import cdktf
     except OSError as exc:
@@ -63,10 +66,10 @@ def needed() -> str:
     return f"cdktf needs Node.js {'.'.join(map(str, node_min()))} or newer"
 
 
-def _add_version_guard() -> None:
-    """Node runs the guard before jsii's runtime: a Node.js older than the minimum exits
-    at once and _diagnose says why."""
-    quoted = str(GUARD).replace("\\", "\\\\").replace('"', '\\"')  # NODE_OPTIONS' own quoting
+def _add_preload() -> None:
+    """Node runs the preload before jsii's runtime: a Node.js older than the minimum exits
+    at once (and _diagnose says why); Ctrl-C is left to Python (node_preload.js)."""
+    quoted = str(PRELOAD).replace("\\", "\\\\").replace('"', '\\"')  # NODE_OPTIONS' own quoting
     option = f'--require "{quoted}"'
     current = os.environ.get("NODE_OPTIONS", "")
     if option not in current:
@@ -76,9 +79,8 @@ def _add_version_guard() -> None:
 def _diagnose(node: str, exc: BaseException) -> str:
     """Why node did not start jsii: its version when that is the reason (asked only now)."""
     try:
-        proc = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=30, check=False, env=_without_guard()
-        )
+        env = _without_preload()
+        proc = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, env=env)
         found = VERSION_RE.match(proc.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
         found = None
@@ -92,7 +94,7 @@ def _diagnose(node: str, exc: BaseException) -> str:
     return f"cannot start cdktf's runtime on Node.js v{'.'.join(map(str, version))} ({where}): {detail}"
 
 
-def _without_guard() -> dict[str, str]:
+def _without_preload() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("NODE_OPTIONS", None)
     return env
@@ -112,5 +114,6 @@ def _quiet_jsii_teardown() -> None:
             return
         default(unraisable)
 
-    if getattr(sys.unraisablehook, "__name__", "") != "hook":
-        sys.unraisablehook = hook
+    global _hooked
+    if not _hooked:
+        sys.unraisablehook, _hooked = hook, True
