@@ -38,8 +38,9 @@ def staged_output(outdir: Path) -> Iterator[Path]:
     succeeds. Failures while preparing or swapping raise OutputDirError; an exception in
     the block propagates. Either way nothing is left behind and `outdir` is unchanged."""
     target = Path(os.path.realpath(outdir))  # a symlinked output: replace what it points at
-    # Named before it exists, so that the clean-up below covers a Ctrl-C at any moment.
-    staging = target.parent / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
+    # Named before it exists, so that the clean-up below covers a Ctrl-C at any moment;
+    # the pid lets a later run remove what a killed one (SIGKILL, power loss) left.
+    staging = target.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
     try:
         try:
             _prepare(target, staging)
@@ -59,6 +60,25 @@ def _prepare(target: Path, staging: Path) -> None:
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
     staging.mkdir()  # the usual mode (umask), unlike mkdtemp's 0700
+    _remove_abandoned(target.parent)
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Staging directories of runs that no longer exist (a concurrent run's stays)."""
+    for entry in parent.glob(f"{STAGING_PREFIX}*"):
+        pid = entry.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _swap_in(staging: Path, target: Path, display: Path) -> None:
@@ -108,7 +128,7 @@ def _exchange(a: Path, b: Path) -> None:
         err = ctypes.get_errno()
         if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
             raise OSError(err, os.strerror(err), str(b))
-    aside = b.with_name(f"{STAGING_PREFIX}{secrets.token_hex(4)}")
+    aside = b.with_name(f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
     os.rename(b, aside)
     try:
         os.rename(a, b)

@@ -93,6 +93,17 @@ def test_success_swaps_in_the_new_output_and_keeps_tofus_files(
     assert leftovers(previous.root) == []
 
 
+def test_a_killed_runs_staging_directory_is_removed_by_the_next(previous: ConfigDir) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = previous.root / f"{STAGING}{dead.pid}-0a1b2c"
+    concurrent = previous.root / f"{STAGING}{os.getpid()}-3d4e5f"  # a live process
+    for path in (abandoned, concurrent):
+        (path / "stacks").mkdir(parents=True)
+    assert previous.run_main().returncode == 0
+    assert leftovers(previous.root) == [concurrent.name]
+
+
 def run_limited(
     d: ConfigDir, env: dict[str, str], fsize: int | None = None
 ) -> subprocess.CompletedProcess[str]:
