@@ -23,7 +23,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from cdktf_runtime import RuntimeUnavailable, load_cdktf
 from config import ConfigError, InfraConfig, load_config
-from output_dir import OutputDirError, output_error, staged_output
+from output_dir import OutputDirError, is_node_file_error, output_error, staged_output
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
@@ -59,7 +59,11 @@ def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
             if config.proxmox is not None and PROVIDER_LOCK.exists() and not provider_from_registry():
                 # Beside cdk.tf.json, where tofu looks for it: reproducible provider selection.
                 shutil.copyfile(PROVIDER_LOCK, new_stack_dir / ".terraform.lock.hcl")
-        except (OSError, RuntimeError) as exc:  # jsii reports node's fs errors as RuntimeError
+        except OSError as exc:
+            raise output_error(final, exc) from exc
+        except RuntimeError as exc:  # jsii passes node's file errors on as RuntimeError
+            if not is_node_file_error(exc):
+                raise  # a bug in the app: its traceback helps
             raise output_error(final, exc) from exc
     return stack_dir / "cdk.tf.json"
 

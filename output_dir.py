@@ -13,12 +13,14 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-STAGING_PREFIX = ".cdktf-new-"  # short: an output name near the length limit still fits
+STAGING_PREFIX = ".cdktf-new-"
+NODE_ERRNO = re.compile(r"(Error: )?E[A-Z]+: ")  # short: an output name near the length limit still fits
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -30,6 +32,11 @@ def output_error(display: Path, exc: BaseException) -> OutputDirError:
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(str(exc))
     reason = reason.removeprefix("Error: ")  # node's errors, as jsii passes them on
     return OutputDirError(f"{display}: cannot write the output directory ({reason})")
+
+
+def is_node_file_error(exc: BaseException) -> bool:
+    """A file system error of node's, as jsii passes it on: `Error: ENOSPC: no space...`."""
+    return NODE_ERRNO.match(str(exc)) is not None
 
 
 @contextlib.contextmanager
