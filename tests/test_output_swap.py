@@ -105,14 +105,14 @@ def test_a_killed_runs_staging_directory_is_removed_by_the_next(previous: Config
 
 
 def run_limited(
-    d: ConfigDir, env: dict[str, str], fsize: int | None = None
+    d: ConfigDir, env: dict[str, str], fsize: int | None = None, prefix: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     def limit() -> None:
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     return subprocess.run(
-        [sys.executable, str(ROOT / "main.py")],
+        [*prefix, sys.executable, str(ROOT / "main.py")],
         env=env,
         capture_output=True,
         text=True,
@@ -121,13 +121,25 @@ def run_limited(
     )
 
 
-@pytest.mark.parametrize("case", ["output is a file", "name too long", "runtime temp files refused"])
+# Root may write anywhere; without these capabilities it obeys a directory's mode.
+NO_DAC_OVERRIDE = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+@pytest.mark.parametrize(
+    "case", ["output is a file", "name too long", "runtime temp files refused", "permission denied"]
+)
 def test_failure_is_one_line_and_leaves_the_previous_output(previous: ConfigDir, case: str) -> None:
     scratch = previous.root / "tmp"
     scratch.mkdir()
     env = {**previous.env(), "TMPDIR": str(scratch)}
-    fsize = None
-    if case == "output is a file":
+    fsize, prefix = None, ()
+    if case == "permission denied":
+        if os.getuid() == 0 and not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: root writes into any directory")
+        prefix = NO_DAC_OVERRIDE if os.getuid() == 0 else ()
+        previous.root.chmod(0o555)  # the output's parent: no new directory beside it
+        expected = f"{previous.outdir}: cannot write the output directory (Permission denied)"
+    elif case == "output is a file":
         target = previous.root / "plain-file"
         target.write_text("not a directory")
         env["CDKTF_OUTDIR"] = str(target)
@@ -143,7 +155,10 @@ def test_failure_is_one_line_and_leaves_the_previous_output(previous: ConfigDir,
             "check the free space of the temp directory (TMPDIR)"
         )
     before, root_before = tree(previous.outdir), sorted(os.listdir(previous.root))
-    proc = run_limited(previous, env, fsize)
+    try:
+        proc = run_limited(previous, env, fsize, prefix)
+    finally:
+        previous.root.chmod(0o755)
     assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected + "\n")
     assert tree(previous.outdir) == before
     assert sorted(os.listdir(previous.root)) == root_before
