@@ -72,7 +72,7 @@ def placement_problems(
     for i, node in enumerate(nodes):
         if node.proxmox_node is None or node.proxmox_node in first:
             continue
-        close = difflib.get_close_matches(node.proxmox_node, list(first), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(node.proxmox_node, list(first), n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(hosts)}"
         problems.append(
             Problem(
