@@ -23,6 +23,7 @@ def cluster_summary(config: InfraConfig) -> str:
         f"Service CIDR:    {_or_unset(c.cluster_svc_cidr)}",
     ]
     if config.multi_host:
+        # Several hosts: the node line names every host in use, then the VMs of each.
         lines[1] = f"Proxmox nodes:   {', '.join(config.vms_by_host())}"
         lines += hosts_lines(config)
     return "\n".join(lines) + "\n"
@@ -31,7 +32,7 @@ def cluster_summary(config: InfraConfig) -> str:
 def hosts_lines(config: InfraConfig) -> list[str]:
     """`VMs per host:` and one line per host (several hosts only)."""
     by_host = config.vms_by_host()
-    width = max(len(host) for host in by_host)
+    width = max((len(host) for host in by_host), default=0)
     return ["VMs per host:"] + [
         f"  {host + ':':<{width + 1}}  {', '.join(vm.name for vm in vms)}" for host, vms in by_host.items()
     ]
