@@ -357,9 +357,11 @@ def test_warnings_reach_stderr_and_the_output_is_still_written(config_dir: Confi
     assert (config_dir.outdir / "stacks" / "proxmox" / "cdk.tf.json").exists()
 
 
-def test_appending_never_moves_for_every_role_pattern_of_six() -> None:
+@pytest.mark.parametrize("host_count", [1, 2, 3, 4])
+def test_appending_never_moves_for_every_role_pattern_of_six(host_count: int) -> None:
+    hosts = [f"h{i}" for i in range(host_count)]
     for pattern in itertools.product("cw", repeat=6):
         roles = "".join(pattern)
-        full = place(cluster(), entries(roles))
+        full = place(cluster(hosts), entries(roles))
         for length in range(7):
-            assert place(cluster(), entries(roles[:length])) == full[:length]
+            assert place(cluster(hosts), entries(roles[:length])) == full[:length], roles
