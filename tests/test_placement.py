@@ -11,7 +11,7 @@ import pytest
 from config import ConfigError, ConfigPaths, load_config
 from config.placement import place
 from config.schema import ClusterFile, NodeEntry
-from tests.support import BASE_CLUSTER, SCHEMATIC_A, SCHEMATIC_B, ConfigDir, node
+from tests.support import BASE_CLUSTER, EXAMPLES, SCHEMATIC_A, SCHEMATIC_B, ConfigDir, node
 
 HOSTS = ["pve1", "pve2", "pve3"]
 
@@ -365,3 +365,18 @@ def test_appending_never_moves_for_every_role_pattern_of_six(host_count: int) ->
         full = place(cluster(hosts), entries(roles))
         for length in range(7):
             assert place(cluster(hosts), entries(roles[:length])) == full[:length], roles
+
+
+def test_multi_host_example_places_as_its_comments_say(config_dir: ConfigDir) -> None:
+    example = EXAMPLES / "multi-host"
+    config_dir.write(example.joinpath("cluster.yaml").read_text(), example.joinpath("nodes.yaml").read_text())
+    result = load_config(ConfigPaths(config_dir.cluster, config_dir.nodes))
+    assert result.warnings == []
+    assert {vm.name: (vm.host, vm.disk_storage) for vm in result.config.vms} == {
+        "k8s-ctrl-0": ("pve1", "local-lvm"),
+        "k8s-ctrl-1": ("pve2", "local-lvm"),
+        "k8s-ctrl-2": ("pve3", "local-lvm"),
+        "k8s-work-0": ("pve1", "local-lvm"),
+        "k8s-work-1": ("pve2", "local-lvm"),
+        "k8s-work-2": ("pve3", "nvme"),
+    }
