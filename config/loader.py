@@ -13,6 +13,7 @@ from config.defaults import resolve_sizing, resolve_startup
 from config.errors import ConfigError, Problem
 from config.messages import problems_from
 from config.model import InfraConfig, IsoSpec, ProxmoxSpec, StateBackendSpec, VmSpec
+from config.placement import hosts_configured, place, placement_problems, placement_warnings
 from config.schema import ClusterFile, NodesFile
 from config.yaml_source import YamlSource, load_yaml
 
@@ -90,10 +91,14 @@ def load_config(paths: ConfigPaths | None = None) -> LoadResult:
     if isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile):
         assert csrc is not None and nsrc is not None
         problems += cross_checks(cluster, nodes, csrc, nsrc, cdisplay, ndisplay)
+        problems += placement_problems(cluster, nodes.nodes, csrc, nsrc, cdisplay, ndisplay)
     if problems:
         raise ConfigError(problems)
-    assert isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile) and csrc
-    return LoadResult(_resolve(cluster, nodes, paths.cluster), prefix_warnings(csrc, cdisplay))
+    assert isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile) and csrc and nsrc
+    config = _resolve(cluster, nodes, paths.cluster)
+    warnings = prefix_warnings(csrc, cdisplay)
+    warnings += placement_warnings(cluster, config.vms, csrc, nsrc, cdisplay, ndisplay)
+    return LoadResult(config, warnings)
 
 
 def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> InfraConfig:
@@ -105,13 +110,21 @@ def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> Infr
             insecure=cluster.proxmox_insecure,
             iso_storage=cluster.proxmox_iso_storage,
             disk_storage=cluster.proxmox_disk_storage,
+            multi_host=hosts_configured(cluster, nodes.nodes),
+            iso_storage_shared=cluster.proxmox_iso_storage_shared,
         )
     vms: list[VmSpec] = []
     isos: dict[str, IsoSpec] = {}
     if proxmox is not None:
-        for position, node in enumerate(nodes.nodes, start=1):
-            iso = IsoSpec(node.schematic_id, node.secureboot, cluster.talos_version)
-            iso = isos.setdefault(iso.key, iso)  # one download per (schematic, secureboot)
+        hosts = place(cluster, nodes.nodes)
+        for position, (node, host) in enumerate(zip(nodes.nodes, hosts, strict=True), start=1):
+            # One download per (host, schematic, secureboot): a VM boots only an ISO its own
+            # host has. A shared datastore holds one copy for all, downloaded on proxmox_node.
+            iso_host = proxmox.node if proxmox.iso_storage_shared else host
+            iso = IsoSpec(
+                node.schematic_id, node.secureboot, cluster.talos_version, iso_host, iso_host != proxmox.node
+            )
+            iso = isos.setdefault(iso.key, iso)
             sizing = resolve_sizing(node, cluster)
             order, up, down = resolve_startup(node, position)
             vms.append(
@@ -126,6 +139,8 @@ def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> Infr
                     mac_address=node.mac_addr.upper(),
                     mtu=node.mtu,
                     iso=iso,
+                    host=host,
+                    disk_storage=node.proxmox_disk_storage or cluster.proxmox_disk_storage,
                     **sizing,
                 )
             )

@@ -19,6 +19,9 @@ SCHEMATIC_RE = r"^[0-9a-f]{64}$"
 STATE_NAME_RE = r"^[A-Za-z0-9._-]+$"
 TOKEN_ID_RE = r"^[^@!\s]+@[^@!\s]+![^@!\s=]+$"
 HOSTNAME_RE = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+# A Proxmox node (host) name: a host name label, as PVE's nodename is; no '_', so it can
+# stand in a resource address unchanged.
+PVE_HOST_RE = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 URL_RE = r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[^\s?#]*)?$"
 
 
@@ -57,6 +60,7 @@ def _ipv4_net(value: Any) -> Any:
 
 
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+PveHost = Annotated[str, Field(pattern=PVE_HOST_RE)]
 IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4)]
 IPv4Net = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_net)]
 
@@ -116,6 +120,12 @@ class ClusterFile(BaseModel):
     proxmox_insecure: bool = expect("true or false", default=False)
     proxmox_iso_storage: str = expect("a datastore id", default="local", min_length=1)
     proxmox_disk_storage: str = expect("a datastore id", default="local-lvm", min_length=1)
+    # Several Proxmox hosts (config/placement.py): the hosts nodes are spread over, and
+    # whether the ISO datastore is shared by all of them (one download) or not (one per host).
+    proxmox_nodes: list[PveHost] | None = expect(
+        "a non-empty list of Proxmox node names (letters, digits and '-')", default=None, min_length=1
+    )
+    proxmox_iso_storage_shared: bool = expect("true or false", default=False)
     proxmox_vm_defaults: VmSizing = expect("a mapping", default=VmSizing())
     proxmox_vm_controller_defaults: VmSizing = expect("a mapping", default=VmSizing())
     proxmox_vm_worker_defaults: VmSizing = expect("a mapping", default=VmSizing())
@@ -178,6 +188,10 @@ class NodeEntry(Strict):
     vm_startup_order: int | None = expect("a startup order >= 0", default=None, ge=0)
     vm_startup_delay: int | None = expect("seconds >= 0", default=None, ge=0)
     vm_shutdown_delay: int | None = expect("seconds >= 0", default=None, ge=0)
+    proxmox_node: str | None = expect(
+        "a Proxmox node name (letters, digits and '-')", default=None, pattern=PVE_HOST_RE
+    )
+    proxmox_disk_storage: str | None = expect("a datastore id", default=None, min_length=1)
 
 
 class NodesFile(BaseModel):

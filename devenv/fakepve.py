@@ -32,6 +32,8 @@ change of what is being tested):
 - `GET /nodes/{node}/query-url-metadata` answers `{}`; the provider then sees a
   remote file of unknown size on every refresh. Here it answers the file name, the
   1 MiB size fakepve's downloads have, and an ISO MIME type.
+- Several hosts: storage content per host, the HA status and the migrate route the
+  provider needs to move a VM (devenv/fakepve_hosts.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from typing import Any, TypeVar
 from fakepve import FakePve
 from fakepve.certs import make_cert
 from fakepve.server import GENERIC, USER, ok, params
+
+from devenv.fakepve_hosts import SeveralHosts
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -78,8 +82,9 @@ def _net_mac(value: Any) -> str | None:
     return None
 
 
-class HarnessPve(FakePve):  # type: ignore[misc]
-    """FakePve with the two gaps above filled (see the module docstring)."""
+class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
+    """FakePve with the gaps above filled (see the module docstring), and several hosts
+    (devenv/fakepve_hosts.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

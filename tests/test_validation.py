@@ -275,10 +275,10 @@ def test_secret_values_are_never_echoed(config_dir: ConfigDir) -> None:
 
 
 def test_unknown_own_prefix_key_is_a_warning(config_dir: ConfigDir) -> None:
-    config_dir.write({**BASE_CLUSTER, "proxmox_nodes": "pve1", "other_tool_key": 1}, GOOD_NODES)
+    config_dir.write({**BASE_CLUSTER, "proxmox_nod": "pve1", "other_tool_key": 1}, GOOD_NODES)
     result = load_config(ConfigPaths(config_dir.cluster, config_dir.nodes))
     assert [str(w) for w in result.warnings] == [
-        f"{config_dir.cluster}:7: proxmox_nodes: warning: unknown key (did you mean 'proxmox_node'?)"
+        f"{config_dir.cluster}:7: proxmox_nod: warning: unknown key (did you mean 'proxmox_node'?)"
     ]
 
 
