@@ -149,8 +149,9 @@ def read_config_text(path: Path) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO or device)"
-            raise _Bad(None, f"{kind} (expected a YAML file)")
+            if stat.S_ISDIR(info.st_mode):
+                raise _Bad(None, "a directory (expected a YAML file)")
+            raise _Bad(None, "not a regular file (expected a YAML file, not a FIFO or device)")
         if info.st_size > MAX_FILE_BYTES:
             raise _Bad(None, _TOO_BIG)
         with os.fdopen(os.dup(fd), "rb") as stream:
