@@ -166,7 +166,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, int | float):
         return "a number"
     if isinstance(value, Ambiguous):
-        return "something YAML 1.1 and 1.2 read differently"
+        return "a number or true/false (in YAML 1.1 or 1.2)"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):

@@ -23,7 +23,7 @@ from config.defaults import resolve_sizing, resolve_startup
 from config.errors import ConfigError, Problem
 from config.messages import problems_from
 from config.model import InfraConfig, IsoSpec, ProxmoxSpec, StateBackendSpec, VmSpec
-from config.schema import ClusterFile, NodeEntry, NodesFile
+from config.schema import SECRET_KEYS, ClusterFile, NodeEntry, NodesFile
 from config.yaml_source import YamlSource, load_yaml
 
 API_SUFFIX = "/api2/json"
@@ -135,7 +135,7 @@ def load_config(paths: ConfigPaths | None = None) -> LoadResult:
                 )
             ]
         )
-    csrc, cproblems = load_yaml(paths.cluster, cdisplay)
+    csrc, cproblems = load_yaml(paths.cluster, cdisplay, SECRET_KEYS)
     nsrc, nproblems = load_yaml(paths.nodes, ndisplay)
     problems = cproblems + nproblems
     if csrc is not None and nsrc is not None:

@@ -120,8 +120,12 @@ class _Bad(Exception):
         self.message = message
 
 
-def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[Problem]]:
-    """Parse `path`; on failure return the problems instead (one line each)."""
+def load_yaml(
+    path: Path, display: str, secret_keys: tuple[str, ...] = ()
+) -> tuple[YamlSource | None, list[Problem]]:
+    """Parse `path`; on failure return the problems instead (one line each). A problem on
+    the line of one of `secret_keys` says how to write a secret (never what it holds)."""
+    text = ""
     try:
         text = read_config_text(path)
         root = _compose(text)
@@ -132,7 +136,13 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[Problem
             src.lines[()] = root.line
             src.data = builder.build(root, (), 0)
     except _Bad as bad:
-        return None, [Problem(display, bad.line, "", bad.message)]
+        message = bad.message
+        if bad.line is not None and secret_keys:
+            own = text.splitlines()[bad.line - 1 : bad.line]
+            key = re.match(r"\s*(?:-\s+)?[\"']?([A-Za-z_]+)", own[0]) if own else None
+            if key and key.group(1) in secret_keys:
+                message += f" (on the line of {key.group(1)}: write the secret in double quotes)"
+        return None, [Problem(display, bad.line, "", message)]
     return src, problems
 
 
