@@ -112,7 +112,7 @@ class BadInput(ConfigDir):
         before = files_under(self.outdir)
         outcome = self.run(cluster=cluster, nodes=nodes)
         c, n = str(cluster or self.cluster), str(nodes or self.nodes)
-        want = [line.format(c=c, n=n) for line in expected]
+        want = [line.replace("{c}", c).replace("{n}", n) for line in expected]
         count = len(want)
         want.append(f"{count} problem{'s' if count != 1 else ''} found; nothing was written.")
         assert outcome.code == 2, outcome
