@@ -217,7 +217,7 @@ def uniqueness(nsrc: YamlSource, ndisplay: str) -> list[Problem]:
                         ndisplay,
                         nsrc.line_of(("nodes", i, key)),
                         f"nodes[{i}].{key}",
-                        f"duplicate {what} {value} "
+                        f"duplicate {what} {show_key(value)} "
                         f"(expected unique; also used by nodes[{first[norm(value)]}])",
                     )
                 )

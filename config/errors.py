@@ -26,8 +26,8 @@ class ConfigError(Exception):
 
 
 def show_key(key: object) -> str:
-    """A key as a message shows it: as written when it is short plain text, else quoted
-    and cut, so that a message stays one line."""
+    """A key (or a value that is not secret) as a message shows it: as written when it is
+    short plain text, else quoted and cut, so that a message stays one line."""
     text = str(key)
     if text.isprintable() and 0 < len(text) <= 64 and " " not in text:
         return text

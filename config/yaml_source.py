@@ -131,6 +131,7 @@ def load_yaml(
     text = ""
     try:
         text = read_config_text(path)
+        _refuse_control_characters(text)
         root = _compose(text)
         src = YamlSource(path=path, data=None)
         problems: list[Problem] = []
@@ -150,9 +151,9 @@ def load_yaml(
 
 
 def read_config_text(path: Path) -> str:
-    """The file's text: a regular file of at most MAX_FILE_BYTES, UTF-8 without control
-    characters. Opened non-blocking and checked before reading, so a FIFO or a device
-    (/dev/zero) is refused at once instead of hanging or filling memory."""
+    """The file's text: a regular file of at most MAX_FILE_BYTES, in UTF-8. Opened
+    non-blocking and checked before reading, so a FIFO or a device (/dev/zero) is
+    refused at once instead of hanging or filling memory."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -180,14 +181,16 @@ def read_config_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise _Bad(line, "not UTF-8 text (expected a YAML file in UTF-8)") from None
-    text = text.removeprefix("\ufeff")
+    return text.removeprefix("\ufeff")
+
+
+def _refuse_control_characters(text: str) -> None:
     bad = _CONTROL.search(text)
     if bad is not None:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         # The character is not shown: it may be part of a secret.
         raise _Bad(line, f"control character in column {column} (YAML does not allow it; remove it)")
-    return text
 
 
 _TOO_BIG = f"larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MiB (expected a config file)"

@@ -277,3 +277,22 @@ def test_template_syntax_in_a_node_name_is_refused(bad: BadInput) -> None:
     bad.reject(
         ["{n}:2: nodes[0].name: 'cp-${x}' is not valid (expected a lower-case host name: a-z, 0-9 and '-')"]
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ('"a\\nb"', "'a\\nb'"),  # a line break in a value stays inside the one line
+        ('"' + "x" * 100 + '"', "'" + "x" * 61 + "...'"),
+        ('"two words"', "'two words'"),
+    ],
+)
+def test_duplicate_values_are_shown_on_one_short_line(bad: BadInput, name: str, shown: str) -> None:
+    bad.write(CLUSTER, nodes_with(node_text(0, name), node_text(1, name)))
+    bad.reject(
+        [
+            f"{{n}}:2: nodes[0].name: {shown} is not valid (expected a lower-case host name: a-z, 0-9 and '-')",
+            f"{{n}}:9: nodes[1].name: {shown} is not valid (expected a lower-case host name: a-z, 0-9 and '-')",
+            f"{{n}}:9: nodes[1].name: duplicate name {shown} (expected unique; also used by nodes[0])",
+        ]
+    )

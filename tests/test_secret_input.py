@@ -67,7 +67,10 @@ BAD_SECRETS = [
         "7: YAML syntax error, column {col}: block sequence entries are not allowed in this context " + HINT,
     ),
     (f'"{S}', "8: YAML syntax error, column 1: found unexpected end of stream"),
-    (f'"{S[:4]}\x01{S[4:]}"', "7: control character in column {col} (YAML does not allow it; remove it)"),
+    (
+        f'"{S[:4]}\x01{S[4:]}"',
+        "7: control character in column {col} (YAML does not allow it; remove it) " + HINT,
+    ),
 ]
 # Where each syntax error is found, counted from the value's first column.
 COLUMN = {
