@@ -30,6 +30,7 @@ from config.errors import Problem, show_key
 Loc = tuple[str | int, ...]
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a nodes.yaml of 10,000 nodes is about 2 MiB
+_TOO_BIG = f"larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MiB (expected a config file)"
 MAX_DEPTH = 64  # our files nest 4 levels deep
 # Values that aliases may add beyond the ones written: merge keys in every node of a big
 # nodes.yaml stay well inside, an alias bomb (9 aliases of 9 aliases of ...) is cut early.
@@ -193,9 +194,6 @@ def _refuse_control_characters(text: str) -> None:
         raise _Bad(line, f"control character in column {column} (YAML does not allow it; remove it)")
 
 
-_TOO_BIG = f"larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MiB (expected a config file)"
-
-
 # --- composing: events -> nodes --------------------------------------------------------
 
 
@@ -233,7 +231,7 @@ def _compose(text: str) -> _Node | None:
         what = _unquote(exc.problem or exc.context or "invalid YAML")
         raise _Bad(line, f"YAML syntax error{col}: {what}") from None
     except yaml.YAMLError:
-        raise _Bad(None, "YAML error (expected a YAML mapping)") from None
+        raise _Bad(None, "not readable as YAML (expected a YAML file)") from None
     finally:
         parser.dispose()
 
