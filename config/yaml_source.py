@@ -52,6 +52,7 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 _MAX_DIGITS = 64
+_TOO_LONG = "no key here takes a number this long (quote it for text)"
 
 # Plain scalars that YAML 1.1 and YAML 1.2 read differently, with what to write instead.
 _AMBIGUOUS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -323,11 +324,11 @@ def scalar_value(text: str, plain: bool) -> Any:
         if pattern.fullmatch(text):
             return Ambiguous(text, hint)
     if _INT.fullmatch(text):
-        return int(text) if len(text) <= _MAX_DIGITS else Ambiguous(text, "too many digits")
+        return int(text) if len(text) <= _MAX_DIGITS else Ambiguous(text, _TOO_LONG)
     if _HEX.fullmatch(text):
-        return int(text, 16) if len(text) <= _MAX_DIGITS else Ambiguous(text, "too many digits")
+        return int(text, 16) if len(text) <= _MAX_DIGITS else Ambiguous(text, _TOO_LONG)
     if _FLOAT.fullmatch(text) and text not in (".", "+.", "-."):
-        return float(text) if len(text) <= _MAX_DIGITS else Ambiguous(text, "too many digits")
+        return float(text) if len(text) <= _MAX_DIGITS else Ambiguous(text, _TOO_LONG)
     if _INF.fullmatch(text):
         return float("-inf") if text.startswith("-") else float("inf")
     if _NAN.fullmatch(text):

@@ -300,6 +300,12 @@ BOOL11 = "YAML 1.1 reads it as true/false: write true or false, or quote it for 
 AMBIGUOUS = [
     (
         "vm_id",
+        "9" * 5000,  # beyond Python's int() limit for text: no traceback, one line
+        "{n}:8: nodes[0].vm_id: " + "9" * 61 + "... is ambiguous: no key here takes a number this long "
+        "(quote it for text) (expected a VM id 100..999999999)",
+    ),
+    (
+        "vm_id",
         "0700",
         "{n}:8: nodes[0].vm_id: 0700 is ambiguous: " + OCTAL + " (expected a VM id 100..999999999)",
     ),
