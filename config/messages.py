@@ -95,7 +95,7 @@ def problems_from(
         kind = err["type"]
         if root is ClusterFile and loc and loc[0] in SECRET_KEYS:
             continue  # checks.secret_problems says what is wrong, without the value
-        if isinstance(err.get("input"), Ambiguous) and kind != "missing":
+        if isinstance(err.get("input"), Ambiguous) and kind not in ("missing", "extra_forbidden"):
             what = f"{_show(err['input'], key)} is ambiguous: {err['input'].hint}"
         elif kind == "missing":
             what = "required key is missing"

@@ -391,6 +391,11 @@ def test_yaml_11_forms_in_cluster_yaml(bad: BadInput, cluster: str, expected: st
     bad.reject([expected])
 
 
+def test_an_unknown_key_with_a_yaml_11_value_is_an_unknown_key(bad: BadInput) -> None:
+    bad.write(CLUSTER, nodes_with(node_text(0, extra="    vm_memroy: 0700\n")))
+    bad.reject(["{n}:9: nodes[0].vm_memroy: unknown key (did you mean 'vm_memory'?)"])
+
+
 def test_yaml_11_forms_in_keys_of_other_tools_are_left_alone(bad: BadInput) -> None:
     bad.write(
         CLUSTER + "other_mode: 0700\nother_time: 1:30\nother_flag: yes\nother_date: 2024-01-01\n", NODES
