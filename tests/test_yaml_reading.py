@@ -404,32 +404,29 @@ def test_yaml_11_forms_in_keys_of_other_tools_are_left_alone(bad: BadInput) -> N
 
 
 @pytest.mark.parametrize(
-    ("written", "value"),
+    ("key", "written", "attribute", "value"),
     [
-        ('vm_id: "700"', None),  # quoted: text, which a VM id is not (next test)
-        ("vm_id: 700", 700),
-        ("vm_id: +700", 700),
-        ("vm_startup_delay: 90", 90),
-        ('mac_addr: "10:24:11:00:00:10"', "10:24:11:00:00:10"),
+        ("vm_id", "700", "vm_id", 700),
+        ("vm_id", "+700", "vm_id", 700),
+        ("vm_id", "0x2BC", "vm_id", 700),  # hexadecimal: the same in YAML 1.1 and 1.2
+        ("vm_startup_delay", "90", "startup_delay", 90),
+        ("mac_addr", '"10:24:11:00:00:10"', "mac_address", "10:24:11:00:00:10".upper()),
+        ("mac_addr", "bc:24:11:00:00:10", "mac_address", "BC:24:11:00:00:10"),  # not base 60: text
+        ("mtu", "null", "mtu", None),
+        ("mtu", "~", "mtu", None),
     ],
 )
-def test_values_are_read_as_written(bad: BadInput, written: str, value: object) -> None:
-    key, text = written.split(": ", 1)
-    bad.write(
-        CLUSTER,
-        nodes_with(
-            node_text(0, extra=f"    {written}\n")
-            if key == "vm_startup_delay"
-            else node_text(0, **{key: text})
-        ),
-    )
-    if value is None:
-        with pytest.raises(Exception, match="is not valid"):
-            load_config(ConfigPaths(bad.cluster, bad.nodes))
-        return
+def test_values_are_read_as_written(
+    bad: BadInput, key: str, written: str, attribute: str, value: object
+) -> None:
+    bad.write(CLUSTER, nodes_with(node_text(0, **{key: written})))
     vm = load_config(ConfigPaths(bad.cluster, bad.nodes)).config.vms[0]
-    got = {"vm_id": vm.vm_id, "vm_startup_delay": vm.startup_delay, "mac_addr": vm.mac_address.lower()}[key]
-    assert got == value
+    assert getattr(vm, attribute) == value
+
+
+def test_a_quoted_number_is_text(bad: BadInput) -> None:
+    bad.write(CLUSTER, nodes_with(node_text(0, vm_id='"700"')))
+    bad.reject(["{n}:8: nodes[0].vm_id: '700' is not valid (expected a VM id 100..999999999)"])
 
 
 DIGITS = [
