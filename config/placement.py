@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+from config.checks import NodeView
 from config.errors import Problem
 from config.model import VmSpec
 from config.schema import ClusterFile, NodeEntry
@@ -46,7 +47,7 @@ def place(cluster: ClusterFile, nodes: Sequence[NodeEntry]) -> list[str]:
 
 def placement_problems(
     cluster: ClusterFile,
-    nodes: Sequence[NodeEntry],
+    nodes: Sequence[NodeView],
     csrc: YamlSource,
     nsrc: YamlSource,
     cdisplay: str,
@@ -70,16 +71,17 @@ def placement_problems(
     if not hosts:
         return problems
     for i, node in enumerate(nodes):
-        if node.proxmox_node is None or node.proxmox_node in first:
+        host = node.get("proxmox_node")
+        if host is None or host in first:
             continue
-        close = difflib.get_close_matches(node.proxmox_node, list(first), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(host, list(first), n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(hosts)}"
         problems.append(
             Problem(
                 ndisplay,
                 nsrc.line_of(("nodes", i, "proxmox_node")),
                 f"nodes[{i}].proxmox_node",
-                f"{node.proxmox_node!r} is not in proxmox_nodes ({hint})",
+                f"{host!r} is not in proxmox_nodes ({hint})",
             )
         )
     return problems

@@ -270,7 +270,10 @@ def test_secret_values_are_never_echoed(config_dir: ConfigDir) -> None:
         GOOD_NODES,
     )
     text = "\n".join(problems(config_dir))
-    assert "tfstate_password: the value is not valid (expected a string)" in text
+    assert (
+        "tfstate_password: YAML reads this value as a list, not as text (expected the secret in double"
+        in text
+    )
     assert "s3cr3t-sentinel" not in text and "12345" not in text
 
 
