@@ -231,7 +231,7 @@ def test_per_node_disk_storage_overrides_the_cluster_default(config_dir: ConfigD
         pytest.param(
             {},
             [node("cp-0", 0, proxmox_disk_storage="")],
-            "{nodes}:8: nodes[0].proxmox_disk_storage: '' is not valid (expected a datastore id)",
+            "{nodes}:8: nodes[0].proxmox_disk_storage: '' is not valid (expected a datastore id such as 'local-lvm' (a-z, 0-9, '.', '_', '-'))",
             id="empty-disk-storage",
         ),
         pytest.param(

@@ -163,6 +163,8 @@ def test_quoted_secrets_are_read_exactly(bad: BadInput, written: str, value: str
 def test_a_misspelt_secret_key_warns_without_the_value(bad: BadInput) -> None:
     bad.write(CLUSTER + f'tfstate_pasword: "{S}"\n', NODES)
     warnings = [str(w) for w in load_config(ConfigPaths(bad.cluster, bad.nodes)).warnings]
-    assert warnings == [
+    assert not any(S[:4] in w for w in warnings)
+    # (nodes.yaml's two controllers add an even-number warning of their own)
+    assert [w for w in warnings if w.startswith(f"{bad.cluster}:")] == [
         f"{bad.cluster}:7: tfstate_pasword: warning: unknown key (did you mean 'tfstate_password'?)"
     ]
