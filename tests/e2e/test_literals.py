@@ -31,8 +31,11 @@ def test_template_syntax_reaches_the_provider_literally(
     assert config.proxmox is not None
     proxmox = dataclasses.replace(config.proxmox, node=NODE)
     advanced = config.advanced.model_copy(update={"tags": TAGS})
+    # The host of every VM and ISO (one host here, so no ISO address names it).
+    isos = tuple(dataclasses.replace(iso, host=NODE) for iso in config.isos)
+    vms = tuple(dataclasses.replace(vm, host=NODE, iso=isos[0]) for vm in config.vms)
     # (A node name is also part of resource addresses: only its pattern can guard it.)
-    config = dataclasses.replace(config, proxmox=proxmox, advanced=advanced)
+    config = dataclasses.replace(config, proxmox=proxmox, advanced=advanced, isos=isos, vms=vms)
 
     from main import synthesize
 
