@@ -33,7 +33,7 @@ change of what is being tested):
   remote file of unknown size on every refresh. Here it answers the file name, the
   1 MiB size fakepve's downloads have, and an ISO MIME type.
 
-For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_api`):
+For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
 
 - Every VM's power state is recorded over time, from the fake's side: each change of
   `vm.status` is appended to `power_log` as (monotonic time, vmid, name, status).
@@ -41,9 +41,10 @@ For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_api`):
   leave no window in which two VMs could be seen down together. `boot_secs` sets the
   simulated seconds a VM takes to shut down and to start (times `time_scale`).
 - A stopped VM's guest agent is gone until the VM runs again (fakepve keeps answering).
-- A node's Talos API: with `talos_api` on, a listening TCP socket on the node's address
-  (from `guest_addresses`, loopback only) and port 50000 while its VM runs; a name in
-  `talos_down` keeps it closed, as a node that does not come back after a restart.
+- A node's Talos API: a listening TCP socket on the node's address (`talos_addresses`,
+  MAC -> a loopback address) and port 50000 while its VM runs; a name in `talos_down`
+  keeps it closed, as a node that does not come back after a restart. The guest agent
+  keeps reporting `guest_addresses`: the provider waits for a non-loopback address.
 """
 
 from __future__ import annotations
@@ -141,8 +142,9 @@ class HarnessPve(FakePve):  # type: ignore[misc]
         self.power_log: list[tuple[float, int, str, str]] = []
         # Simulated seconds of a VM's shutdown and of its start (each).
         self.boot_secs = 0.0
-        # Listen on each running VM's address:50000 as its Talos API; names kept down.
-        self.talos_api = False
+        # Lower-case MAC -> loopback address of the node's fake Talos API (port 50000);
+        # names in talos_down keep theirs closed.
+        self.talos_addresses: dict[str, str] = {}
         self.talos_down: set[str] = set()
         self._talos_sockets: dict[int, socket.socket] = {}
         self.vms = RecordedVms(self)
@@ -167,14 +169,14 @@ class HarnessPve(FakePve):  # type: ignore[misc]
 
     def _talos_address(self, vm: Any) -> str | None:
         for key in sorted(k for k in vm.config if k.startswith("net") and k[3:].isdigit()):
-            address = self.guest_addresses.get((_net_mac(vm.config[key]) or "").lower())
+            address = self.talos_addresses.get((_net_mac(vm.config[key]) or "").lower())
             if address:
                 return address
         return None
 
     def _sync_talos(self, vm: Any) -> None:
         name = str(vm.config.get("name") or vm.name)
-        up = self.talos_api and vm.status == "running" and name not in self.talos_down and vm in self.vms
+        up = vm.status == "running" and name not in self.talos_down and vm in self.vms
         sock = self._talos_sockets.get(vm.vmid)
         if up and sock is None:
             address = self._talos_address(vm)
