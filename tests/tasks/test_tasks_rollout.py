@@ -227,3 +227,39 @@ def test_node_that_does_not_come_back_stops_the_rollout_and_a_second_run_finishe
     assert len(after["k8s-ctrl-2"]) == 1
     assert cluster.memory() == {n: 10240 for n in CONTROLLERS} | {n: 18432 for n in WORKERS}
     assert not (cluster.ws.stack_dir / "rollout-state.json").exists()
+
+
+def test_a_tag_only_change_applies_in_one_go(cluster: Cluster) -> None:
+    cluster.write(proxmox_vm_advanced={"tags": ["kubernetes", "linux", "talos", "prod"]})
+    ok(cluster.ws.task("infra:plan"))
+    out = ok(cluster.ws.task("infra:apply"))
+    assert "rollout:" not in out.stdout + out.stderr  # nothing new printed
+    assert "0 added, 6 changed, 0 destroyed" in out.stdout
+    assert cluster.power_log() == []  # no VM stopped
+    tags = cluster.pve.call(lambda p: {vm.name: vm.config.get("tags") for vm in p.vms})
+    assert all("prod" in str(t) for t in tags.values()), tags
+
+
+def most_down_at_once(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> int:
+    events = sorted((t, d) for n in names for s, e in intervals.get(n, []) for t, d in ((s, 1), (e, -1)))
+    most = down = 0
+    for _t, delta in events:
+        down += delta
+        most = max(most, down)
+    return most
+
+
+def test_apply_auto_restarts_workers_two_at_a_time_with_parallel_2(cluster: Cluster) -> None:
+    cluster.more_memory()
+    out = ok(
+        cluster.ws.task("infra:apply-auto", "--", "--yes", "--parallel", "2", "--node-timeout", "30")
+    ).stdout
+    assert "workers first (2 workers at a time)" in out
+    assert "[1-2/6] k8s-work-0, k8s-work-1: applying" in out and "[3/6] k8s-work-2: applying" in out
+    intervals = stopped_intervals(cluster.power_log())
+    assert sorted(intervals) == sorted([*WORKERS, *CONTROLLERS])
+    assert most_down_at_once(intervals, WORKERS) == 2  # the first group went down together
+    assert most_down_at_once(intervals, CONTROLLERS) == 1
+    assert most_down_at_once(intervals, (*WORKERS, *CONTROLLERS)) == 2
+    assert cluster.memory() == {n: 10240 for n in CONTROLLERS} | {n: 18432 for n in WORKERS}
+    assert not (cluster.ws.stack_dir / "tfplan-auto").exists()
