@@ -73,14 +73,13 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
             raise WorkflowError("force-unlock needs the lock id: task infra:force-unlock LOCK_ID=<id>")
         confirm(f"force-unlock state lock {args[0]}", yes)
         return _tofu(ws).run("force-unlock", "-force", args[0])
-    if command in ("apply", "apply-auto"):
-        rollout_options, args = split_rollout_args(args)  # checked before anything runs
+    rollout_options, args = split_rollout_args(args) if command in ("apply", "apply-auto") else (None, args)
     if command in CONFIRM:
         confirm(CONFIRM[command], yes)
     tofu, config = _tofu_and_config(ws)
     if command == "plan":
         return tofu.plan(args)
-    if command in ("apply", "apply-auto"):
+    if rollout_options is not None:  # apply, apply-auto
         # Changes that restart VMs roll out node by node (workflow/rollout/).
         return rolling_apply(tofu, config, rollout_options, args, saved_plan=command == "apply")
     if command == "destroy":
