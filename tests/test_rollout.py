@@ -144,7 +144,7 @@ def test_classify_a_plan() -> None:
     found = classify(plan)
     assert found.restarting == (
         VmChange(ctrl0, "k8s-ctrl-0", "update", ("memory",), "pve1", 8010, True),
-        VmChange(f"{VM}.talos_node_k8s_work_2", "k8s-work-2", "replace", ("replaced",), "pve1", 8010, True),
+        VmChange(f"{VM}.talos_node_k8s_work_2", "k8s-work-2", "replace", ("replaced",), "pve1", None, True),
     )
     assert found.other == (
         f"{VM}.talos_node_k8s_ctrl_1",

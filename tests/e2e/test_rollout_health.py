@@ -61,6 +61,8 @@ def vm(status: str = "running", agent: bool = True, talos_down: bool = False) ->
         (vm(talos_down=True), node(), "the Talos API 127.77.1.1:50000 did not answer (Connection refused)"),
         (vm(talos_down=True), node(talos=False), None),  # not reachable from here: not probed
         (vm(), node(vm_id=7799), "the Proxmox API did not report the VM (HTTP"),
+        (vm(), node(vm_id=None), None),  # a replaced VM: found by name
+        (vm(), node(vm_id=None, name="n9"), "the Proxmox API did not report the VM (no VM named n9)"),
     ],
 )
 def test_health_check(

@@ -108,7 +108,8 @@ def _vm_change(rc: Mapping[str, Any], actions: Sequence[str]) -> VmChange | None
         return None  # create or delete: nothing running to keep up
     if not reasons:
         return None
-    vm_id = after.get("vm_id") if isinstance(after.get("vm_id"), int) else before.get("vm_id")
+    # A replaced VM without a configured id gets a new one: unknown until it exists.
+    vm_id = after.get("vm_id") if action == "replace" else after.get("vm_id", before.get("vm_id"))
     return VmChange(
         address=rc["address"],
         name=str(after.get("name") or before.get("name") or rc["address"]),

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 TALOS_PORT = 50000
@@ -33,7 +33,7 @@ class Node:
 
     name: str
     host: str  # Proxmox node
-    vm_id: int
+    vm_id: int | None  # None: a replaced VM whose new id Proxmox chose (found by name)
     agent: bool
     address: str | None  # Talos node address from nodes.yaml
     talos: bool  # probe the Talos API port
@@ -57,6 +57,15 @@ class ProxmoxApi:
         )
         with urllib.request.urlopen(request, context=self._ctx, timeout=REQUEST_TIMEOUT) as response:
             return json.load(response).get("data")
+
+    def resolve(self, node: Node) -> Node:
+        """The node with its VM id (and host) from the cluster's VM list, by name."""
+        if node.vm_id is not None:
+            return node
+        for vm in self._request("GET", "/cluster/resources?type=vm") or []:
+            if vm.get("name") == node.name and vm.get("type", "qemu") == "qemu":
+                return replace(node, vm_id=int(vm["vmid"]), host=str(vm.get("node") or node.host))
+        raise LookupError(f"no VM named {node.name}")
 
     def vm_path(self, node: Node) -> str:
         return f"/nodes/{urllib.parse.quote(node.host)}/qemu/{node.vm_id}"
@@ -91,8 +100,9 @@ def talos_port_answers(address: str, port: int = TALOS_PORT) -> str | None:
 def check(api: ProxmoxApi, node: Node, probe: Callable[[str], str | None] = talos_port_answers) -> str | None:
     """None when the node is healthy, else what did not come back (one phrase)."""
     try:
+        node = api.resolve(node)
         status = api.status(node)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, LookupError) as exc:
         return f"the Proxmox API did not report the VM ({_why(exc)})"
     if status != "running":
         return f"the VM is {status} in Proxmox"

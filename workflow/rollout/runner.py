@@ -195,8 +195,6 @@ class Rollout:
         talos = address is not None and health.talos_reachable(
             address, str(cidr) if cidr else None, self.options.talos_check
         )
-        if change.vm_id is None:
-            raise WorkflowError(f"{change.name}: the plan does not say the VM's id; cannot check its health")
         return health.Node(change.name, change.host, change.vm_id, change.agent, address, talos)
 
     def wait_healthy(self, nodes: Sequence[health.Node], label: str, remaining: Sequence[Step] = ()) -> None:
