@@ -263,3 +263,24 @@ def test_apply_auto_restarts_workers_two_at_a_time_with_parallel_2(cluster: Clus
     assert most_down_at_once(intervals, (*WORKERS, *CONTROLLERS)) == 2
     assert cluster.memory() == {n: 10240 for n in CONTROLLERS} | {n: 18432 for n in WORKERS}
     assert not (cluster.ws.stack_dir / "tfplan-auto").exists()
+
+
+def test_a_step_that_no_longer_matches_the_reviewed_plan_is_refused(cluster: Cluster) -> None:
+    cluster.more_memory()
+    ok(cluster.ws.task("infra:plan"))
+
+    def drift(p: Any) -> None:  # someone changed k8s-work-0 in Proxmox after the review
+        next(vm for vm in p.vms if vm.name == "k8s-work-0").config["cores"] = 2
+
+    cluster.pve.call(drift)
+    refused = cluster.ws.task("infra:apply")
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, refused.stderr
+    assert errors[0].startswith(
+        "error: [1/6] k8s-work-0: the plan now differs from the reviewed plan "
+        "(proxmox_virtual_environment_vm.talos_node_k8s_work_0: cpu[0].cores reviewed None, now 8)"
+    ), errors
+    assert "run `task infra:plan` again" in errors[0]
+    assert cluster.power_log() == []  # nothing restarted
+    assert cluster.memory() == {n: 8192 for n in CONTROLLERS} | {n: 16384 for n in WORKERS}
