@@ -77,6 +77,10 @@ def describe(config: InfraConfig, output: Path) -> str:
             f"{len(config.workers)} workers), {len(config.isos)} Talos ISOs"
         )
     backend = config.backend.http_address or f"local file {config.backend.local_path}"
+    if config.multi_host:
+        from stacks.summary import hosts_lines
+
+        what += "\n" + "\n".join(hosts_lines(config))
     return (
         f"Synthesized stack '{config.backend.state_name}': {what}\n"
         f"  output:  {output}\n"

@@ -51,7 +51,7 @@ class ProxmoxStack(cdktf.TerraformStack):
     def _moved_from_template_layout(self) -> None:
         """State written by the Jinja templates used for_each addresses (and the long,
         deprecated download-file type): move it, so the first plan destroys nothing."""
-        moves = [{"from": i.template_address, "to": i.address} for i in self.isos]
+        moves = [{"from": i.template_address, "to": i.address} for i in self.isos if not i.spec.other_host]
         moves += [{"from": v.template_address, "to": v.address} for v in self.vms]
         self.add_override("moved", moves)
 
@@ -67,5 +67,8 @@ class ProxmoxStack(cdktf.TerraformStack):
             "cluster_summary": cluster_summary(config),
             "next_steps": next_steps(config),
         }
+        if config.multi_host:
+            # Only with several hosts: a single-host stack stays byte-identical to before.
+            outputs["node_hosts"] = {v.spec.name: v.spec.host for v in self.vms}
         for name, value in outputs.items():
             cdktf.TerraformOutput(self, name, value=value)

@@ -29,10 +29,11 @@ class Tofu:
     def run(self, *args: str) -> int:
         argv = ["tofu", f"-chdir={self.stack_dir}", *args]
         try:
-            proc = subprocess.Popen(argv, env=self.env)
+            proc = subprocess.Popen(argv, env=self.env, text=True)
         except FileNotFoundError as exc:
             raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
-        return wait_for_tofu(proc)
+        wait_for_tofu(proc)
+        return proc.returncode
 
     def output_json(self) -> dict[str, Any]:
         """`tofu output -json`, parsed."""
@@ -68,7 +69,7 @@ class Tofu:
             stamp.write_text(self.config_digest() + "\n")
         return code
 
-    def apply_saved_plan(self, args: Sequence[str]) -> int:
+    def check_saved_plan(self) -> None:
         plan, stamp = self.stack_dir / PLAN_FILE, self.stack_dir / PLAN_STAMP
         if not plan.exists() or not stamp.exists():
             raise WorkflowError("no saved plan: run `task infra:plan` first")
@@ -77,25 +78,33 @@ class Tofu:
                 "the saved plan was made from a different synthesized config (cdk.tf.json "
                 "changed since `task infra:plan`); run `task infra:plan` again and review it"
             )
-        code = self.run("apply", "-input=false", *args, PLAN_FILE)
-        stamp.unlink(missing_ok=True)  # a plan applies once
-        return code
+
+    def forget_saved_plan(self) -> None:
+        (self.stack_dir / PLAN_STAMP).unlink(missing_ok=True)  # a plan applies once
 
 
-def wait_for_tofu(proc: subprocess.Popen[bytes]) -> int:
-    """tofu's exit code. On Ctrl-C tofu gets the same SIGINT (it is in our process group)
-    and stops on its own, releasing the state lock it holds: wait for that rather than
-    kill it (subprocess.run would), then report the interrupt."""
+def wait_for_tofu(proc: subprocess.Popen[str]) -> tuple[str | None, str | None]:
+    """(stdout, stderr) once tofu has exited (None for what was not captured). On Ctrl-C
+    tofu gets the same SIGINT (it is in our process group) and stops on its own,
+    releasing the state lock it holds: wait for that rather than kill it (subprocess.run
+    would), then report the interrupt."""
     interrupted = False
     while True:
         try:
-            code = proc.wait()
+            out, err = proc.communicate()
         except KeyboardInterrupt:
             interrupted = True
             continue
         if interrupted:
             raise KeyboardInterrupt
-        return code
+        return out, err
+
+
+def capture_tofu(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """subprocess.run(argv, capture_output=True, text=True) that lets tofu finish on Ctrl-C."""
+    proc = subprocess.Popen(argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = wait_for_tofu(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out or "", err or "")
 
 
 class TofuFailed(WorkflowError):
