@@ -54,8 +54,8 @@ PEER_BIN = CACHE / "peers" / "bin"
 @dataclass
 class Server:
     name: str
-    state: str  # state URL
-    lock: str  # lock URL
+    state: str  # state URL with {name} for the state's name
+    lock: str  # lock URL, likewise
     user: str
     password: str
     pid: int
@@ -114,7 +114,7 @@ def start_ours(stack: ExitStack, tmp: Path, fsync: str) -> Server:
         wait_port(port, proc, log)
         ports.append(port)
         pids.append(proc.pid)
-    base = f"http://127.0.0.1:{ports[0]}/states/bench"
+    base = f"http://127.0.0.1:{ports[0]}/states/{{name}}"
     return Server(
         "ours",
         base,
@@ -122,7 +122,7 @@ def start_ours(stack: ExitStack, tmp: Path, fsync: str) -> Server:
         "bench",
         password,
         pids[0],
-        replica_lock=f"http://127.0.0.1:{ports[1]}/states/bench/lock",
+        replica_lock=f"http://127.0.0.1:{ports[1]}/states/{{name}}/lock",
         pids=pids,
     )
 
@@ -143,7 +143,7 @@ def start_nimbolus(stack: ExitStack, tmp: Path, binary: Path) -> Server:
     log = tmp / "nimbolus.log"
     proc = stack.enter_context(process([str(binary)], env, log, directory))
     wait_port(port, proc, log)
-    url = f"http://127.0.0.1:{port}/state/bench/bench"
+    url = f"http://127.0.0.1:{port}/state/bench/{{name}}"
     # Basic auth: any password; it selects the state (hashed with the path).
     return Server("nimbolus", url, url, "basic", secrets.token_urlsafe(18), proc.pid)
 
@@ -173,7 +173,7 @@ def start_tfstated(stack: ExitStack, tmp: Path, binary: Path) -> Server:
         time.sleep(0.05)
     if not password:
         raise SystemExit("tfstated did not log its admin password")
-    url = f"http://127.0.0.1:{port}/bench"
+    url = f"http://127.0.0.1:{port}/{{name}}"
     return Server("tfstated", url, url, "admin", password, proc.pid)
 
 
@@ -187,8 +187,12 @@ def build_client() -> Path:
     return out
 
 
-def run_client(client: Path, server: Server, command: str, *args: str, lock: str | None = None) -> dict:
-    argv = [str(client), command, "-state", server.state, "-lock", lock or server.lock]
+def run_client(client: Path, server: Server, command: str, *args: str, replicas: bool = False) -> dict:
+    """One client run against state `command` (each test has its own state)."""
+    lock = server.lock.format(name=command)
+    if replicas and server.replica_lock:
+        lock += "," + server.replica_lock.format(name=command)
+    argv = [str(client), command, "-state", server.state.format(name=command), "-lock", lock]
     argv += ["-user", server.user, *args]
     env = {**os.environ, "LOADCLIENT_PASSWORD": server.password}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
@@ -251,9 +255,8 @@ def main() -> None:
                     "locks": run_client(client, server, "locks", "-clients", "50", "-seconds", seconds),
                 }
                 if server.replica_lock:
-                    both = f"{server.lock},{server.replica_lock}"
                     result["replicas"] = run_client(
-                        client, server, "locks", "-clients", "50", "-seconds", seconds, lock=both
+                        client, server, "locks", "-clients", "50", "-seconds", seconds, replicas=True
                     )
                 runs.setdefault(server.name, []).append(result)
                 print(f"round {round_number} {server.name}: {json.dumps(result)}", flush=True)

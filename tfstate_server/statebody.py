@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+
+# The clients read serial as a Go integer; past this no client can have written it.
+MAX_SERIAL = (1 << 63) - 1
 
 
 class InvalidState(ValueError):
@@ -37,12 +41,22 @@ def check_md5(body: bytes, header: str | None) -> None:
 
 def parse_state(body: bytes) -> StateMeta:
     """Validate the JSON and return its serial and lineage (kept top-level even when
-    OpenTofu encrypts the state)."""
+    OpenTofu encrypts the state).
+
+    orjson is strict where a client reading the state back would fail: it refuses
+    bytes that are not UTF-8 (so UTF-16, with or without a BOM, and a UTF-8 BOM),
+    NaN/Infinity, lone surrogates, and numbers beyond a float64, which Go's
+    encoding/json cannot read."""
     try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidState("body is not valid JSON") from exc
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidState(f"body is not JSON a client can read back: {_reason(exc)}") from None
     return meta_of(data)
+
+
+def _reason(exc: orjson.JSONDecodeError) -> str:
+    # One line, bounded: the message quotes no body bytes, only positions.
+    return " ".join(str(exc).split())[:160]
 
 
 def meta_of(data: Any) -> StateMeta:
@@ -52,7 +66,10 @@ def meta_of(data: Any) -> StateMeta:
     lineage = data.get("lineage")
     # bool is an int subclass; a state never has serial true.
     if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
-        raise InvalidState("state has no non-negative integer serial")
+        # orjson reads integers beyond 64 bits as floats: those land here too.
+        raise InvalidState("state has no non-negative integer serial (at most 2^63-1)")
+    if serial > MAX_SERIAL:
+        raise InvalidState(f"serial {serial} is beyond 2^63-1")
     if not isinstance(lineage, str):
         raise InvalidState("state has no string lineage")
     return StateMeta(serial=serial, lineage=lineage)

@@ -70,6 +70,11 @@ func state(serial, size int, lineage string) []byte {
 	return []byte(b.String())
 }
 
+// lockID is shaped like the clients' (a UUID): tfstated refuses anything else.
+func lockID(a, b int) string {
+	return fmt.Sprintf("%08x-0000-4000-8000-%012x", a, b)
+}
+
 func lockBody(id string) []byte {
 	body, _ := json.Marshal(map[string]string{
 		"ID": id, "Operation": "OperationTypeApply", "Info": "", "Who": "bench@loadclient",
@@ -116,7 +121,7 @@ func cycle(t *target, size, n int) map[string]any {
 	var times []float64
 	for i, body := range bodies {
 		start := time.Now()
-		t.write(fmt.Sprintf("cycle-%d-%d", os.Getpid(), i), body)
+		t.write(lockID(os.Getpid(), i), body)
 		if i >= 5 { // warm-up
 			times = append(times, float64(time.Since(start).Microseconds())/1000)
 		}
@@ -134,7 +139,7 @@ func cycle(t *target, size, n int) map[string]any {
 
 func get(t *target, size, clients int, seconds float64) map[string]any {
 	body := state(1, size, "get")
-	t.write(fmt.Sprintf("get-%d", os.Getpid()), body)
+	t.write(lockID(os.Getpid(), 1<<40), body)
 	var count, errors atomic.Int64
 	deadline := time.Now().Add(time.Duration(seconds * float64(time.Second)))
 	var wg sync.WaitGroup
@@ -171,7 +176,7 @@ func locks(t *target, clients int, seconds float64) map[string]any {
 		url := t.locks[c%len(t.locks)]
 		wg.Go(func() {
 			for round := 0; time.Now().Before(deadline); round++ {
-				body := lockBody(fmt.Sprintf("c%d-%d", c, round))
+				body := lockBody(lockID(c, round))
 				status, _, err := t.do("LOCK", url, body)
 				attempts.Add(1)
 				if err != nil || (status != 200 && status != 409 && status != 423) {

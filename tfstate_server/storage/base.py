@@ -19,6 +19,21 @@ class LockHeld(Exception):
         self.holder = holder
 
 
+class StoreFault(Exception):
+    """The store cannot do what was asked, through no fault of the client: 507 when it is
+    full, else 503. Nothing was changed (or the change was rolled back)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class StoreMissing(StoreFault):
+    def __init__(self, reason: str) -> None:
+        super().__init__(503, reason)
+
+
 class LockNotHeld(Exception):
     """A write named a lock that nobody holds any more (e.g. force-unlocked): 409."""
 
@@ -120,6 +135,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_lock(self, key: StateKey) -> LockInfo | None: ...
+
+    def peek_lock(self, key: StateKey) -> LockInfo | None:
+        """The holder if it can be had without blocking and without the store's mutual
+        exclusion, else None (also when unlocked). Only ever used to refuse a LOCK: a
+        holder seen here held the lock at that instant, so a 423 is right."""
+        return None
 
     @abc.abstractmethod
     def lock(self, key: StateKey, info: LockInfo) -> None:

@@ -14,16 +14,21 @@ Layout, per state: <root>/<user>/<name>/
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import hashlib
+import logging
 import os
 import re
+import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from tfstate_server import lockinfo
 from tfstate_server.lockinfo import LockInfo
@@ -33,6 +38,8 @@ from tfstate_server.storage.base import (
     Staged,
     StateKey,
     Store,
+    StoreFault,
+    StoreMissing,
     VersionInfo,
     WriteRequest,
     may_lock,
@@ -50,6 +57,27 @@ CACHE_MAX_BYTES = 8 << 20
 READ_ATTEMPTS = 10  # a reader can lose its file to pruning only after that many writes
 _VERSION = re.compile(r"v(\d{10})\.s(\d{1,20})\.([lh][A-Za-z0-9-]{1,64})\.(.+)")
 _PLAIN_LINEAGE = re.compile(r"[A-Za-z0-9-]{1,64}")
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+log = logging.getLogger("tfstate_server")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_io(method: Callable[P, R]) -> Callable[P, R]:
+    """OSErrors of the store become StoreFaults: 507 when full, else 503 (logged with
+    the path, which the client is not told)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            log.error("file store: %s: %s", method.__name__, exc)
+            if exc.errno in _FULL:
+                raise StoreFault(507, "the store is full (no space left on its device)") from None
+            raise StoreFault(503, f"the store cannot be used: {exc.strerror or exc}") from None
+
+    return wrapper
 
 
 def _number(filename: str) -> int:
@@ -121,19 +149,34 @@ class FileStore(Store):
         self.sync_state = sync_state
         self.sync_locks = sync_locks
         self._cache: dict[StateKey, tuple[str, bytes]] = {}
+        self._lock_cache: dict[StateKey, tuple[bytes, LockInfo]] = {}
 
     # -- helpers ---------------------------------------------------------------------
 
     def _dir(self, key: StateKey) -> Path:
         return self.root / key.namespace / key.name
 
+    def _check_root(self) -> None:
+        """The store directory exists, or StoreMissing: it is created at start only, so
+        that a store deleted or unmounted while running is never silently replaced by
+        an empty one (the history and the locks would be gone)."""
+        try:
+            mode = os.stat(self.root).st_mode
+        except FileNotFoundError:
+            raise StoreMissing("the store directory is missing") from None
+        if not stat.S_ISDIR(mode):
+            raise StoreMissing("the store path is not a directory")
+
     def _ensure_dir(self, key: StateKey) -> Path:
         directory = self._dir(key)
         if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
+            self._check_root()
+            # Never parents=True: that would recreate a deleted store.
+            directory.parent.mkdir(exist_ok=True)
+            directory.mkdir(exist_ok=True)
             if self.sync_state:
                 # Make the new directory entries durable, up to the root.
-                for path in (directory.parent, self.root, self.root.parent):
+                for path in (directory.parent, self.root):
                     _fsync_dir(path)
         return directory
 
@@ -152,6 +195,8 @@ class FileStore(Store):
         try:
             return lockinfo.from_stored((directory / LOCK).read_bytes())
         except FileNotFoundError:
+            if not directory.is_dir():
+                self._check_root()  # no state yet, or no store any more
             return None
 
     def _versions(self, directory: Path) -> list[_Version]:
@@ -159,6 +204,7 @@ class FileStore(Store):
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
+            self._check_root()  # no state yet, or no store any more
             return []
         found = [_Version.parse(name) for name in names if name.startswith("v")]
         return sorted((v for v in found if v is not None), key=lambda v: v.number)
@@ -197,6 +243,7 @@ class FileStore(Store):
 
     # -- state -----------------------------------------------------------------------
 
+    @_store_io
     def read_state(self, key: StateKey) -> bytes | None:
         newest = self._read_newest(self._dir(key))
         if newest is None:
@@ -217,11 +264,12 @@ class FileStore(Store):
             return None
         try:
             names = os.listdir(self._dir(key))
-        except FileNotFoundError:
+        except OSError:
             return None
         newest = max((n for n in names if _VERSION.fullmatch(n)), default=None, key=_number)
         return cached[1] if newest == cached[0] else None
 
+    @_store_io
     def stage(self, request: WriteRequest) -> FileStaged:
         directory = self._ensure_dir(request.key)
         tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
@@ -233,6 +281,7 @@ class FileStore(Store):
             raise
         return FileStaged(request, directory, tmp)
 
+    @_store_io
     def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
         assert isinstance(staged, FileStaged)
         directory = staged.directory
@@ -252,6 +301,7 @@ class FileStore(Store):
             self._prune(directory, [*versions, written])
         return number
 
+    @_store_io
     def list_versions(self, key: StateKey) -> list[VersionInfo]:
         directory = self._dir(key)
         result = []
@@ -274,15 +324,18 @@ class FileStore(Store):
             )
         return result
 
+    @_store_io
     def read_version(self, key: StateKey, serial: int) -> bytes | None:
         newest = self._read_newest(self._dir(key), serial)
         return None if newest is None else newest[1]
 
     # -- locks -----------------------------------------------------------------------
 
+    @_store_io
     def read_lock(self, key: StateKey) -> LockInfo | None:
         return self._read_lock_in(self._dir(key))
 
+    @_store_io
     def lock(self, key: StateKey, info: LockInfo) -> None:
         directory = self._ensure_dir(key)
         with self._mutex(directory):
@@ -291,14 +344,21 @@ class FileStore(Store):
                 may_lock(holder, info)
                 return  # already held by this ID
             tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-            _write_file(tmp, [info.to_json()], self.sync_locks)
-            os.replace(tmp, directory / LOCK)
+            try:
+                _write_file(tmp, [info.to_json()], self.sync_locks)
+                os.replace(tmp, directory / LOCK)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                raise
             if self.sync_locks:
                 _fsync_dir(directory)
 
+    @_store_io
     def unlock(self, key: StateKey, lock_id: str | None) -> None:
         directory = self._dir(key)
         if not directory.is_dir():
+            self._check_root()
             return
         with self._mutex(directory):
             holder = self._read_lock_in(directory)
@@ -309,7 +369,34 @@ class FileStore(Store):
             if self.sync_locks:
                 _fsync_dir(directory)
 
+    def peek_lock(self, key: StateKey) -> LockInfo | None:
+        # One open+read, no thread and no flock: a LOCK against a held lock is answered
+        # from here. lock.json is only ever replaced whole (rename) or unlinked, so the
+        # bytes read are one holder's, who held the lock at that instant.
+        try:
+            fd = os.open(f"{self.root}/{key.namespace}/{key.name}/{LOCK}", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            raw = os.read(fd, lockinfo.MAX_LOCK_BODY * 2)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        cached = self._lock_cache.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        try:
+            holder = lockinfo.from_stored(raw)
+        except ValueError:
+            return None
+        if len(self._lock_cache) >= CACHE_ENTRIES:
+            self._lock_cache.clear()
+        self._lock_cache[key] = (raw, holder)
+        return holder
+
     def check_ready(self) -> None:
+        # The only place the store directory is created (see _check_root).
         self.root.mkdir(parents=True, exist_ok=True)
         probe = self.root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
         _write_file(probe, [b""], False)
