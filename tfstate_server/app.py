@@ -18,6 +18,7 @@ from tfstate_server.accesslog import access_log_middleware
 from tfstate_server.auth import REALM_HEADER, Credentials
 from tfstate_server.drain import Drain
 from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
+from tfstate_server.lockwait import LockWaiters
 from tfstate_server.names import is_valid_name
 from tfstate_server.statebody import (
     HistoryPolicy,
@@ -53,6 +54,7 @@ class ServerConfig:
 
 
 CONFIG = web.AppKey("config", ServerConfig)
+WAITERS = web.AppKey("lock_waiters", LockWaiters)
 Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
 
 
@@ -221,11 +223,14 @@ async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamR
         return _error(400, str(exc))
     request["tfstate_lock"] = info.id
     store = request.app[CONFIG].store
-    # Under contention most LOCKs meet a held lock: answer those without a thread, a
-    # flock or a write, so the holder's UNLOCK does not queue behind them.
+    # Under contention most LOCKs meet a held lock: they see it without a thread, a
+    # flock or a write, and wait a moment for its release (see lockwait).
     holder = store.peek_lock(key)
     if holder is not None and holder.id != info.id:
-        return _locked(holder)
+        await request.app[WAITERS].wait(key)
+        holder = store.peek_lock(key)
+        if holder is not None and holder.id != info.id:
+            return _locked(holder)
     try:
         await _blocking(store.lock, key, info)
     except LockHeld as exc:
@@ -275,6 +280,7 @@ async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.Strea
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
+    request.app[WAITERS].released(key)
     return web.Response(status=200)
 
 
@@ -385,5 +391,6 @@ def make_app(
     # Bodies are read by the handlers with their own limits.
     app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[CONFIG] = config
+    app[WAITERS] = LockWaiters()
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
