@@ -20,6 +20,7 @@ from tfstate_server.drain import Drain
 from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
 from tfstate_server.lockwait import LockWaiters
 from tfstate_server.names import is_valid_name
+from tfstate_server.ratelog import RateLimitedLog
 from tfstate_server.statebody import (
     HistoryPolicy,
     InvalidState,
@@ -41,6 +42,7 @@ from tfstate_server.storage.base import (
 log = logging.getLogger("tfstate_server")
 T = TypeVar("T")
 ANONYMOUS = "anonymous"  # the namespace when auth is off
+STORE_ERRORS = RateLimitedLog(log, "store errors")
 
 
 @dataclass(frozen=True)
@@ -368,16 +370,19 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     handler = methods.get(request.method)
     if handler is None:
         return _method_not_allowed(methods)
+    key = StateKey(user, name)
     try:
-        return await handler(request, StateKey(user, name), rest[1:])
+        return await handler(request, key, rest[1:])
     except ClientError as exc:
         response = _error(exc.status, exc.reason)
         if exc.status == 408:
             response.force_close()  # the rest of the body may still come
         return response
     except StoreFault as exc:
-        # Logged by the store with details; the client gets the reason, and a hint
-        # to its retry logic (go-retryablehttp honours Retry-After on 503).
+        # The details (paths, endpoints) go to the log, at a bounded rate; the client
+        # gets the reason, and a hint to its retry logic (go-retryablehttp honours
+        # Retry-After on 503).
+        STORE_ERRORS.log("%s %s: %s (%s)", request.method, key, exc.reason, exc.detail)
         response = _error(exc.status, exc.reason)
         if exc.status == 503:
             response.headers["Retry-After"] = "5"

@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tfstate_server.ratelog import RateLimitedLog
+
 log = logging.getLogger("tfstate_server")
 DEFAULT_MAX_CONNECTIONS = 1024
 # Descriptors kept for everything but client connections: the store's files (up to
@@ -101,27 +103,12 @@ class ConnectionGuard:
 
 
 class RateLimitedLoopErrors:
-    """An event-loop exception handler logging at most `per_interval` reports per
-    `interval` seconds, then one line saying how many were left out."""
+    """An event-loop exception handler (accept failures among what it reports) that
+    logs at a bounded rate."""
 
-    def __init__(self, per_interval: int = 5, interval: float = 10.0) -> None:
-        self.per_interval = per_interval
-        self.interval = interval
-        self._window = 0.0
-        self._count = 0
-        self._dropped = 0
+    def __init__(self) -> None:
+        self._log = RateLimitedLog(log, "event loop errors")
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - self._window >= self.interval:
-            if self._dropped:
-                log.error(
-                    "%d more event loop errors in the last %.0f s (not shown)", self._dropped, self.interval
-                )
-            self._window, self._count, self._dropped = now, 0, 0
-        self._count += 1
-        if self._count > self.per_interval:
-            self._dropped += 1
-            return
         exc = context.get("exception")
-        log.error("%s%s", context.get("message", "event loop error"), f": {exc!r}" if exc else "")
+        self._log.log("%s%s", context.get("message", "event loop error"), f": {exc!r}" if exc else "")

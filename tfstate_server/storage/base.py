@@ -23,15 +23,16 @@ class StoreFault(Exception):
     """The store cannot do what was asked, through no fault of the client: 507 when it is
     full, else 503. Nothing was changed (or the change was rolled back)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.status = status
-        self.reason = reason
+        self.reason = reason  # for the client
+        self.detail = detail  # for the log only (paths, endpoints)
 
 
 class StoreMissing(StoreFault):
-    def __init__(self, reason: str) -> None:
-        super().__init__(503, reason)
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(503, reason, detail)
 
 
 class LockNotHeld(Exception):

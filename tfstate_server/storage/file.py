@@ -18,7 +18,6 @@ import errno
 import fcntl
 import functools
 import hashlib
-import logging
 import os
 import re
 import stat
@@ -58,24 +57,23 @@ READ_ATTEMPTS = 10  # a reader can lose its file to pruning only after that many
 _VERSION = re.compile(r"v(\d{10})\.s(\d{1,20})\.([lh][A-Za-z0-9-]{1,64})\.(.+)")
 _PLAIN_LINEAGE = re.compile(r"[A-Za-z0-9-]{1,64}")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-log = logging.getLogger("tfstate_server")
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def _store_io(method: Callable[P, R]) -> Callable[P, R]:
-    """OSErrors of the store become StoreFaults: 507 when full, else 503 (logged with
-    the path, which the client is not told)."""
+    """OSErrors of the store become StoreFaults: 507 when full, else 503 (the path goes
+    to the log, not to the client)."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(*args, **kwargs)
         except OSError as exc:
-            log.error("file store: %s: %s", method.__name__, exc)
+            detail = f"file store {method.__name__}: {exc}"
             if exc.errno in _FULL:
-                raise StoreFault(507, "the store is full (no space left on its device)") from None
-            raise StoreFault(503, f"the store cannot be used: {exc.strerror or exc}") from None
+                raise StoreFault(507, "the store is full (no space left on its device)", detail) from None
+            raise StoreFault(503, f"the store cannot be used: {exc.strerror or exc}", detail) from None
 
     return wrapper
 
@@ -163,9 +161,9 @@ class FileStore(Store):
         try:
             mode = os.stat(self.root).st_mode
         except FileNotFoundError:
-            raise StoreMissing("the store directory is missing") from None
+            raise StoreMissing("the store directory is missing", str(self.root)) from None
         if not stat.S_ISDIR(mode):
-            raise StoreMissing("the store path is not a directory")
+            raise StoreMissing("the store path is not a directory", str(self.root))
 
     def _ensure_dir(self, key: StateKey) -> Path:
         directory = self._dir(key)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +48,6 @@ _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKe
 _UNSUPPORTED_CODES = {"NotImplemented", "501"}
 
 
-log = logging.getLogger("tfstate_server")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -69,16 +67,15 @@ def _store_io(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except botocore.exceptions.ClientError as exc:
             code = _code(exc)
-            log.error("s3 store: %s: %s", method.__name__, exc)
             reason = {
                 "NoSuchBucket": "the store's bucket does not exist",
                 "AccessDenied": "access to the store's bucket was denied",
                 "403": "access to the store's bucket was denied",
             }.get(code, f"the store answered {code or 'an error'}")
-            raise StoreFault(503, reason) from None
+            raise StoreFault(503, reason, f"s3 store {method.__name__}: {exc}") from None
         except botocore.exceptions.BotoCoreError as exc:
-            log.error("s3 store: %s: %s", method.__name__, exc)
-            raise StoreFault(503, "the store cannot be reached") from None
+            detail = f"s3 store {method.__name__}: {exc}"
+            raise StoreFault(503, "the store cannot be reached", detail) from None
 
     return wrapper
 
