@@ -95,6 +95,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
             return await _read_body_now(request, limit)
     except TimeoutError:
         raise ClientError(408, f"request body not received within {timeout:g} s") from None
+    except ConnectionError:
+        # The client went away mid-body: its mistake, nothing was written; the answer
+        # is for the access log only.
+        raise ClientError(400, "connection closed before the body was complete") from None
 
 
 async def _read_body_now(request: web.Request, limit: int) -> bytes | None:
@@ -105,8 +109,8 @@ async def _read_body_now(request: web.Request, limit: int) -> bytes | None:
             return b""
         try:
             return await request.content.readexactly(request.content_length)
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionResetError("client sent less than its Content-Length") from exc
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("client sent less than its Content-Length") from None
     buf = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         buf += chunk
@@ -375,8 +379,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await handler(request, key, rest[1:])
     except ClientError as exc:
         response = _error(exc.status, exc.reason)
-        if exc.status == 408:
-            response.force_close()  # the rest of the body may still come
+        if exc.status in (400, 408):
+            response.force_close()  # the rest of a body may still come
         return response
     except StoreFault as exc:
         # The details (paths, endpoints) go to the log, at a bounded rate; the client

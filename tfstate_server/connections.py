@@ -19,7 +19,7 @@ import asyncio
 import logging
 import resource
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -54,8 +54,7 @@ def connection_cap(requested: int, open_files: int) -> int:
 
 class _Refuse(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_BUSY)
+        cast(asyncio.WriteTransport, transport).write(_BUSY)  # uvloop's is not a subclass
         transport.close()
 
 
