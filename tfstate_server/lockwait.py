@@ -17,7 +17,7 @@ from collections import deque
 
 from tfstate_server.storage.base import StateKey
 
-WAIT_SECONDS = 0.02  # short against the clients' own retry backoff (>= 1 s)
+WAIT_SECONDS = 0.1  # short against the clients' own retry backoff (>= 1 s)
 
 
 class LockWaiters:
