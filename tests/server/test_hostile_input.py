@@ -165,3 +165,21 @@ def test_bad_content_md5_after_a_good_body_leaves_nothing(server: Server, p: Pat
         assert reply.status == 400
         assert "Content-MD5" in reason(reply.body)
     assert_untouched(server, p)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"123456789012345678901234567890",
+        b"-18446744073709551617",
+        b"1e308",
+        b'"\\ud83d\\ude00"',
+        b'"caf\xc3\xa9"',
+    ],
+    ids=["int-beyond-64-bits", "negative-beyond-64-bits", "large-float", "surrogate-pair", "utf8"],
+)
+def test_values_clients_can_read_are_kept_byte_for_byte(server: Server, p: Paths, value: bytes) -> None:
+    """Terraform numbers are arbitrary precision: a big integer inside a state is fine."""
+    body = with_fields().replace(b'"outputs": {}', b'"outputs": {"n": {"value": ' + value + b"}}")
+    assert server.request("POST", p.state, body).status == 200
+    assert server.request("GET", p.state).body == body
