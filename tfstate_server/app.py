@@ -43,6 +43,8 @@ log = logging.getLogger("tfstate_server")
 T = TypeVar("T")
 ANONYMOUS = "anonymous"  # the namespace when auth is off
 STORE_ERRORS = RateLimitedLog(log, "store errors")
+# Larger bodies are checked in a thread, so the event loop never stalls for long.
+INLINE_PARSE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -164,12 +166,20 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
     md5 = request.headers.get("Content-MD5")
     store = config.store
     write = WriteRequest(key=key, body=body, who=request["tfstate_user"], created=lockinfo.now_rfc3339())
-    # Validate while the store stages the body (writes and syncs a temp file): the JSON
-    # parse holds the GIL, the MD5 and the file I/O release it, so they overlap.
-    checked = asyncio.gather(_blocking(check_md5, body, md5), _blocking(parse_state, body))
+    # The JSON check is fast (simdjson): done first, so a refused body never touches the
+    # store. The MD5 (which releases the GIL) then runs while the store stages the body
+    # (writes and syncs a temp file); a mismatch discards the staged file.
+    try:
+        if len(body) <= INLINE_PARSE_BYTES:
+            meta = parse_state(body)
+        else:
+            meta = await _blocking(parse_state, body)
+    except InvalidState as exc:
+        return _error(400, str(exc))
     staging = asyncio.ensure_future(_blocking(store.stage, write))
     try:
-        _, meta = await checked
+        if md5 is not None:
+            await _blocking(check_md5, body, md5)
     except InvalidState as exc:
         await _discard(staging)
         return _error(400, str(exc))
