@@ -187,12 +187,15 @@ def build_client() -> Path:
     return out
 
 
-def run_client(client: Path, server: Server, command: str, *args: str, replicas: bool = False) -> dict:
-    """One client run against state `command` (each test has its own state)."""
-    lock = server.lock.format(name=command)
+def run_client(
+    client: Path, server: Server, command: str, name: str, *args: str, replicas: bool = False
+) -> dict:
+    """One client run against the state `name` (each test of each round has its own:
+    a cycle starts at serial 1 again, which a server checking serials refuses)."""
+    lock = server.lock.format(name=name)
     if replicas and server.replica_lock:
-        lock += "," + server.replica_lock.format(name=command)
-    argv = [str(client), command, "-state", server.state.format(name=command), "-lock", lock]
+        lock += "," + server.replica_lock.format(name=name)
+    argv = [str(client), command, "-state", server.state.format(name=name), "-lock", lock]
     argv += ["-user", server.user, *args]
     env = {**os.environ, "LOADCLIENT_PASSWORD": server.password}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
@@ -215,7 +218,9 @@ def loadavg() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each get and locks run")
     parser.add_argument("--cycles", type=int, default=30, help="LOCK+POST+UNLOCK cycles per round")
@@ -227,7 +232,8 @@ def main() -> None:
     binaries = {
         "nimbolus": options.nimbolus
         or Path(os.environ.get("TFSTATE_BENCH_NIMBOLUS") or PEER_BIN / "terraform-backend"),
-        "tfstated": options.tfstated or Path(os.environ.get("TFSTATE_BENCH_TFSTATED") or PEER_BIN / "tfstated"),
+        "tfstated": options.tfstated
+        or Path(os.environ.get("TFSTATE_BENCH_TFSTATED") or PEER_BIN / "tfstated"),
     }
     client = build_client()
     starters: dict[str, Callable[[ExitStack, Path], Server]] = {
@@ -251,7 +257,9 @@ def main() -> None:
                 cycles = options.cycles if server.name != "tfstated" else max(5, options.cycles // 5)
                 result = {
                     "cycle": run_client(client, server, "cycle", "-size", "1000000", "-n", str(cycles)),
-                    "get": run_client(client, server, "get", "-size", "100000", "-clients", "16", "-seconds", seconds),
+                    "get": run_client(
+                        client, server, "get", "-size", "100000", "-clients", "16", "-seconds", seconds
+                    ),
                     "locks": run_client(client, server, "locks", "-clients", "50", "-seconds", seconds),
                 }
                 if server.replica_lock:
@@ -260,7 +268,9 @@ def main() -> None:
                     )
                 runs.setdefault(server.name, []).append(result)
                 print(f"round {round_number} {server.name}: {json.dumps(result)}", flush=True)
-        rss = {server.name: max(peak_rss_mb(pid) for pid in server.pids or [server.pid]) for server in servers}
+        rss = {
+            server.name: max(peak_rss_mb(pid) for pid in server.pids or [server.pid]) for server in servers
+        }
     report(runs, rss, load_before, loadavg())
     if options.json:
         print(json.dumps(runs, indent=2))
@@ -302,7 +312,9 @@ def report(runs: dict[str, list[dict]], rss: dict[str, float], before: str, afte
         for n in names
     }
     lines.append(["client CPU share, max (cores)", *(f"{cpu[n]:.2f}" for n in names)])
-    errors = {n: sum(run[t].get("errors", 0) + ("error" in run[t]) for run in runs[n] for t in run) for n in names}
+    errors = {
+        n: sum(run[t].get("errors", 0) + ("error" in run[t]) for run in runs[n] for t in run) for n in names
+    }
     lines.append(["client errors (all rounds)", *(str(errors[n]) for n in names)])
     widths = [max(len(line[i]) if i < len(line) else 0 for line in lines) for i in range(len(header))]
     for line in lines:
