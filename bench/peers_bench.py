@@ -255,16 +255,35 @@ def main() -> None:
             for server in servers:
                 # tfstated takes ~0.5 s per cycle: fewer cycles keep a round bounded.
                 cycles = options.cycles if server.name != "tfstated" else max(5, options.cycles // 5)
+                tag = f"r{round_number}"
                 result = {
-                    "cycle": run_client(client, server, "cycle", "-size", "1000000", "-n", str(cycles)),
-                    "get": run_client(
-                        client, server, "get", "-size", "100000", "-clients", "16", "-seconds", seconds
+                    "cycle": run_client(
+                        client, server, "cycle", f"cycle-{tag}", "-size", "1000000", "-n", str(cycles)
                     ),
-                    "locks": run_client(client, server, "locks", "-clients", "50", "-seconds", seconds),
+                    "get": run_client(
+                        client,
+                        server,
+                        "get",
+                        f"get-{tag}",
+                        "-size",
+                        "100000",
+                        "-clients",
+                        "16",
+                        "-seconds",
+                        seconds,
+                    ),
+                    "locks": run_client(
+                        client, server, "locks", f"locks-{tag}", "-clients", "50", "-seconds", seconds
+                    ),
                 }
                 if server.replica_lock:
                     result["replicas"] = run_client(
-                        client, server, "locks", "-clients", "50", "-seconds", seconds, replicas=True
+                        client,
+                        server,
+                        "locks",
+                        f"replicas-{tag}",
+                        *("-clients", "50", "-seconds", seconds),
+                        replicas=True,
                     )
                 runs.setdefault(server.name, []).append(result)
                 print(f"round {round_number} {server.name}: {json.dumps(result)}", flush=True)
