@@ -199,3 +199,31 @@ def test_store_is_created_at_start_only(tmp_path: Path) -> None:
         os.rmdir(root)
         assert server.request("POST", Paths("x").state, state_body(1)).status == 503
         assert not root.exists()
+
+
+def test_read_only_store_refuses_writes_with_503_and_keeps_serving_reads(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """A store that turns unwritable (remounted read-only; as root, permissions cannot make
+    it unreadable, and EACCES takes the same path as EROFS) keeps its state readable."""
+    store = small_disk / "store"
+    p = Paths("readonly")
+    with running_server(store.as_uri(), tmp_path) as server:
+        assert server.request("POST", p.state, state_body(1)).status == 200
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        try:
+            for method, path, body in [
+                ("POST", p.state, state_body(2)),
+                ("LOCK", p.lock, lock_body(LOCK_ID)),
+                ("POST", Paths("new").state, state_body(1)),
+            ]:
+                reply = server.request(method, path, body)
+                assert reply.status == 503, (method, reply.status, reply.body)
+                assert "Read-only file system" in reason(reply.body)
+            assert server.request("GET", p.state).body == state_body(1)
+            assert server.request("GET", p.lock).status == 204
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+        assert server.request("POST", p.state, state_body(2)).status == 200
+        assert [v["serial"] for v in server.request("GET", p.versions).json()] == [2, 1]
+        assert not [f for f in store_files(store.as_uri()) if ".tmp-" in f]

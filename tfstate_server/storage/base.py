@@ -35,6 +35,10 @@ class StoreMissing(StoreFault):
         super().__init__(503, reason, detail)
 
 
+class WouldBlock(Exception):
+    """A call with wait=False would have to wait for another holder of the store's mutex."""
+
+
 class LockNotHeld(Exception):
     """A write named a lock that nobody holds any more (e.g. force-unlocked): 409."""
 
@@ -115,6 +119,9 @@ class Staged(abc.ABC):
 
 class Store(abc.ABC):
     url: str
+    # True if lock() and unlock() are quick local I/O that may run on the event loop
+    # when called with wait=False (they raise WouldBlock rather than wait).
+    quick_locks: bool = False
 
     @abc.abstractmethod
     def read_state(self, key: StateKey) -> bytes | None: ...
@@ -144,11 +151,11 @@ class Store(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def lock(self, key: StateKey, info: LockInfo) -> None:
+    def lock(self, key: StateKey, info: LockInfo, wait: bool = True) -> None:
         """Take the lock, or succeed if info.id already holds it; else LockHeld."""
 
     @abc.abstractmethod
-    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+    def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
         """Release the lock if lock_id holds it, or any lock if lock_id is None (force);
         LockHeld if another ID holds it. Unlocking an unlocked state succeeds."""
 

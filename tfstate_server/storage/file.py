@@ -40,6 +40,7 @@ from tfstate_server.storage.base import (
     StoreFault,
     StoreMissing,
     VersionInfo,
+    WouldBlock,
     WriteRequest,
     may_lock,
     may_unlock,
@@ -138,6 +139,8 @@ class FileStaged(Staged):
 
 
 class FileStore(Store):
+    quick_locks = True  # a lock or unlock is a few syscalls and at most two small fsyncs
+
     def __init__(
         self, root: Path, *, keep_versions: int, sync_state: bool = True, sync_locks: bool = True
     ) -> None:
@@ -179,12 +182,15 @@ class FileStore(Store):
         return directory
 
     @contextlib.contextmanager
-    def _mutex(self, directory: Path) -> Iterator[None]:
+    def _mutex(self, directory: Path, wait: bool = True) -> Iterator[None]:
         # flock on our own open file description: excludes other threads of this
         # process and other server processes using the same directory.
         fd = os.open(directory / MUTEX, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WouldBlock from None
             yield
         finally:
             os.close(fd)  # releases the flock
@@ -334,9 +340,9 @@ class FileStore(Store):
         return self._read_lock_in(self._dir(key))
 
     @_store_io
-    def lock(self, key: StateKey, info: LockInfo) -> None:
+    def lock(self, key: StateKey, info: LockInfo, wait: bool = True) -> None:
         directory = self._ensure_dir(key)
-        with self._mutex(directory):
+        with self._mutex(directory, wait):
             holder = self._read_lock_in(directory)
             if holder is not None:
                 may_lock(holder, info)
@@ -353,12 +359,12 @@ class FileStore(Store):
                 _fsync_dir(directory)
 
     @_store_io
-    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+    def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
         directory = self._dir(key)
         if not directory.is_dir():
             self._check_root()
             return
-        with self._mutex(directory):
+        with self._mutex(directory, wait):
             holder = self._read_lock_in(directory)
             if holder is None:
                 return

@@ -308,7 +308,7 @@ class S3Store(Store):
         return None if got is None else got[0]
 
     @_store_io
-    def lock(self, key: StateKey, info: LockInfo) -> None:
+    def lock(self, key: StateKey, info: LockInfo, wait: bool = True) -> None:
         for _ in range(MAX_ATTEMPTS):
             try:
                 self.s3.put_object(
@@ -330,7 +330,7 @@ class S3Store(Store):
         raise StateConflict("the lock changed repeatedly; try again")
 
     @_store_io
-    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+    def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
         for _ in range(MAX_ATTEMPTS):
             got = self._read_lock_with_etag(key)
             if got is None:
