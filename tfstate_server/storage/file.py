@@ -272,8 +272,10 @@ class FileStore(Store):
             names = os.listdir(self._dir(key))
         except OSError:
             return None
-        newest = max((n for n in names if _VERSION.fullmatch(n)), default=None, key=_number)
-        return cached[1] if newest == cached[0] else None
+        # Version names start with "v" and ten zero-padded digits: the newest is the
+        # greatest such name, and only it needs the full check.
+        newest = max((n for n in names if n[:1] == "v"), default=None)
+        return cached[1] if newest == cached[0] and _VERSION.fullmatch(newest) else None
 
     @_store_io
     def stage(self, request: WriteRequest) -> FileStaged:
