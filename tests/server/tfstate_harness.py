@@ -291,10 +291,11 @@ class Moto:
 @contextmanager
 def running_moto(workdir: Path) -> Iterator[Moto]:
     port = free_port()
-    moto_server = Path(sys.executable).parent / "moto_server"
+    # moto's own app, one request at a time (see serial_moto.py).
+    serial_moto = Path(__file__).with_name("serial_moto.py")
     with open(workdir / "moto.log", "wb") as log:
         proc = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+            [sys.executable, str(serial_moto), "127.0.0.1", str(port)], stdout=log, stderr=log
         )
     try:
 
