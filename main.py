@@ -16,6 +16,7 @@ from pathlib import Path
 # jsii prints a large end-of-life banner for Node 20 on every run otherwise.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
+import node_runtime
 from config import ConfigError, InfraConfig, load_config
 
 EXIT_BAD_INPUT = 2
@@ -94,6 +95,7 @@ def report(exc: ConfigError) -> int:
 
 
 def main() -> int:
+    node_runtime.add_heap_flags()
     try:
         result = load_config()
     except ConfigError as exc:
@@ -110,4 +112,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    node_runtime.exit_now(main())

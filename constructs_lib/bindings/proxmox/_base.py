@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cdktf
+import jsii
 from constructs import Construct
 
 PROVIDER_SOURCE = "bpg/proxmox"
@@ -68,6 +69,33 @@ def attributes(**values: Any) -> dict[str, Any]:
     return {k: to_terraform(v) for k, v in values.items() if v is not None}
 
 
+# cdktf's config struct for each distinct set of meta-arguments, with the objects it
+# refers to (kept alive, so that their ids in the key stay theirs).
+_resource_configs: dict[tuple[Any, ...], tuple[cdktf.TerraformResourceConfig, Any]] = {}
+
+
+def resource_config(
+    resource_type: str,
+    depends_on: Sequence[cdktf.ITerraformDependable] | None,
+    lifecycle: cdktf.TerraformResourceLifecycle | None,
+    provider: cdktf.TerraformProvider | None,
+) -> cdktf.TerraformResourceConfig:
+    """Built once and shared: hundreds of VMs have the same meta-arguments, and building
+    a cdktf struct type-checks every field (jsii objects are compared by identity)."""
+    deps = None if depends_on is None else tuple(depends_on)
+    key = (resource_type, None if deps is None else tuple(map(id, deps)), id(lifecycle), id(provider))
+    if key not in _resource_configs:
+        config = cdktf.TerraformResourceConfig(
+            terraform_resource_type=resource_type,
+            terraform_generator_metadata=GENERATOR_METADATA,
+            depends_on=None if deps is None else list(deps),
+            lifecycle=lifecycle,
+            provider=provider,
+        )
+        _resource_configs[key] = (config, (deps, lifecycle, provider))
+    return _resource_configs[key][0]
+
+
 class ProxmoxResource(cdktf.TerraformResource):
     """What every resource binding shares: the provider's identity, the meta-arguments,
     and synthesis of the attributes collected by the subclass's constructor."""
@@ -84,15 +112,10 @@ class ProxmoxResource(cdktf.TerraformResource):
         lifecycle: cdktf.TerraformResourceLifecycle | None = None,
         provider: cdktf.TerraformProvider | None = None,
     ) -> None:
-        super().__init__(
-            scope,
-            id_,
-            terraform_resource_type=self.TF_RESOURCE_TYPE,
-            terraform_generator_metadata=GENERATOR_METADATA,
-            depends_on=depends_on,
-            lifecycle=lifecycle,
-            provider=provider,
-        )
+        # What cdktf.TerraformResource.__init__ does (create the node-side object through
+        # jsii), with a shared config instead of one built and checked per resource.
+        config = resource_config(self.TF_RESOURCE_TYPE, depends_on, lifecycle, provider)
+        jsii.create(self.__class__, self, [scope, id_, config])
         self._attrs = attrs
 
     def _synthesize_attributes(self) -> dict[str, Any]:
