@@ -53,6 +53,7 @@ def writable_outdir(outdir: str | None) -> str:
 def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
     """Write the stack; return the path of its cdk.tf.json. Raises OutputDirError."""
     outdir = writable_outdir(outdir)
+    node_runtime.add_heap_flags()  # before jsii starts node, on the first import of cdktf
     # Imported here so that a config error is reported without starting jsii's node.
     import cdktf
 
@@ -95,7 +96,6 @@ def report(exc: ConfigError) -> int:
 
 
 def main() -> int:
-    node_runtime.add_heap_flags()
     try:
         result = load_config()
     except ConfigError as exc:

@@ -3,17 +3,19 @@
 
 Cases: the floor (a minimal cdktf app, one empty stack, same interpreter and environment)
 and `python main.py` at 6, 100, 250 and 500 nodes; optionally the same sizes for an
-earlier checkout of the app (--baseline DIR, e.g. `git worktree add DIR <commit>`) and
+other checkouts of the app (--compare LABEL=DIR, e.g. an earlier commit exported with
+`git archive <commit> | tar -x -C DIR`; it runs with this checkout's interpreter) and
 `npx cdktf synth` at 6 nodes (--cli). Every round runs every case once, in a rotated
 order, so that a busier moment hits all cases alike; the report gives medians over the
-rounds, ratios to the floor's median, the ms per node fitted over the sizes, the peak
+rounds (wall time, and CPU time of the whole process tree, which a busy machine disturbs
+less), ratios to the floor's median, the ms per node fitted over the sizes, the peak
 resident memory of the whole process tree (python and jsii's two node processes,
 sampled from /proc: RSS counts the node binary's shared pages in both node processes,
 PSS shares them out) and the machine's load before and after.
 
 Goals (ratios in the same run): 6 nodes <= 1.2x the floor, 500 nodes <= 4x the floor,
 whole-tree peak RSS at 500 nodes <= 150 MB.
-Run: .venv/bin/python bench/synth_bench.py [--runs 7] [--baseline DIR] [--cli] [--json]
+Run: .venv/bin/python bench/synth_bench.py [--runs 7] [--compare LABEL=DIR ...] [--cli] [--json]
 """
 
 from __future__ import annotations
@@ -130,28 +132,44 @@ def _pss_kb(pids: set[int]) -> int:
     return total
 
 
-def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float]:
-    """(wall seconds, peak RSS and peak PSS in MB of the process and all its descendants)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tree, peak_rss, peak_pss, last_scan, last_pss, rss_at_pss = {proc.pid}, 0, 0, 0.0, 0.0, 0
-    deadline = start + 300
-    while proc.poll() is None and time.perf_counter() < deadline:
-        now = time.perf_counter()
-        if now - last_scan >= RESCAN_S:
-            tree, last_scan = _descendants(proc.pid), now
-        rss = _rss_kb(tree)
-        if rss > rss_at_pss + PSS_GROWTH_KB and now - last_pss >= PSS_S:
-            peak_pss, last_pss, rss_at_pss = max(peak_pss, _pss_kb(tree)), now, rss
-        peak_rss = max(peak_rss, rss)
-        time.sleep(SAMPLE_S)
-    if proc.poll() is None:
-        proc.kill()
-    _, err = proc.communicate(timeout=30)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return wall, peak_rss / 1024, peak_pss / 1024
+@dataclass(frozen=True)
+class Sample:
+    wall: float  # seconds
+    cpu: float  # seconds of CPU (user + system) of the whole tree, reaped children included
+    rss: float  # peak MB
+    pss: float  # peak MB
+
+
+def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> Sample:
+    """One run: wall time, CPU time and peak memory of the process and all its descendants."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        tree, peak_rss, peak_pss, last_scan, last_pss, rss_at_pss = {proc.pid}, 0, 0, 0.0, 0.0, 0
+        deadline = start + 300
+        while True:
+            # wait4's usage covers the process and every descendant it (transitively) reaped:
+            # jsii waits for its node, which waits for its child.
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            now = time.perf_counter()
+            if now > deadline:
+                proc.kill()
+                continue
+            if now - last_scan >= RESCAN_S:
+                tree, last_scan = _descendants(proc.pid), now
+            rss = _rss_kb(tree)
+            if rss > rss_at_pss + PSS_GROWTH_KB and now - last_pss >= PSS_S:
+                peak_pss, last_pss, rss_at_pss = max(peak_pss, _pss_kb(tree)), now, rss
+            peak_rss = max(peak_rss, rss)
+            time.sleep(SAMPLE_S)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, peak_rss / 1024, peak_pss / 1024)
 
 
 @dataclass
@@ -160,13 +178,14 @@ class Case:
     nodes: int  # 0 for the floor
     cmd: list[str]
     env: dict[str, str]
-    walls: list[float] = field(default_factory=list)
-    rss: list[float] = field(default_factory=list)
-    pss: list[float] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, what: str) -> float:
+        return statistics.median(getattr(s, what) for s in self.samples)
 
     @property
     def wall(self) -> float:
-        return statistics.median(self.walls)
+        return self.median("wall")
 
 
 def build_cases(tmp: Path, args: argparse.Namespace) -> list[Case]:
@@ -178,7 +197,7 @@ def build_cases(tmp: Path, args: argparse.Namespace) -> list[Case]:
     (tmp / "floor.py").write_text(FLOOR_APP)
     floor_env = {**base_env, "CDKTF_OUTDIR": str(tmp / "floor.out")}
     cases = [Case("floor", 0, [sys.executable, str(tmp / "floor.py")], floor_env)]
-    apps = [("main.py", ROOT)] + ([("before", Path(args.baseline).resolve())] if args.baseline else [])
+    apps = [("main.py", ROOT)] + [(label, Path(d).resolve()) for label, d in args.compare]
     for count in SIZES:
         config = tmp / f"n{count}"
         write_config(config, count)
@@ -211,7 +230,14 @@ def loadavg() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="rounds (each runs every case once)")
-    parser.add_argument("--baseline", metavar="DIR", help="an earlier checkout to time in the same rounds")
+    parser.add_argument(
+        "--compare",
+        metavar="LABEL=DIR",
+        type=lambda v: tuple(v.split("=", 1)),
+        action="append",
+        default=[],
+        help="another checkout of the app to time in the same rounds (repeatable)",
+    )
     parser.add_argument("--cli", action="store_true", help="also time `npx cdktf synth` at 6 nodes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -221,10 +247,7 @@ def main() -> None:
         for round_ in range(args.runs):
             shift = round_ % len(cases)
             for case in cases[shift:] + cases[:shift]:
-                wall, rss, pss = measure(case.cmd, case.env, ROOT)
-                case.walls.append(wall)
-                case.rss.append(rss)
-                case.pss.append(pss)
+                case.samples.append(measure(case.cmd, case.env, ROOT))
             if not args.json:
                 print(f"round {round_ + 1}/{args.runs} done (load {loadavg()})", file=sys.stderr, flush=True)
     load_after = loadavg()
@@ -235,15 +258,17 @@ def main() -> None:
             "nodes": c.nodes,
             "median_s": round(c.wall, 3),
             "ratio_to_floor": round(c.wall / floor, 2),
-            "peak_rss_tree_mb": round(statistics.median(c.rss), 1),
-            "peak_pss_tree_mb": round(statistics.median(c.pss), 1),
-            "walls_s": [round(w, 3) for w in c.walls],
+            "cpu_s": round(c.median("cpu"), 3),
+            "cpu_ratio_to_floor": round(c.median("cpu") / cases[0].median("cpu"), 2),
+            "peak_rss_tree_mb": round(c.median("rss"), 1),
+            "peak_pss_tree_mb": round(c.median("pss"), 1),
+            "walls_s": [round(s.wall, 3) for s in c.samples],
         }
         for c in cases
     ]
     slopes = {
         label: round(slope_ms(group), 2)
-        for label in ("main.py", "before")
+        for label in ["main.py", *(label for label, _ in args.compare)]
         if len(group := [c for c in cases if c.label == label]) > 1
     }
     by_app = {(c.label, c.nodes): c for c in cases}
@@ -251,7 +276,7 @@ def main() -> None:
     goals = {
         f"{SIZES[0]} nodes <= {GOAL_SMALL}x floor": now[0].wall / floor <= GOAL_SMALL,
         f"{SIZES[-1]} nodes <= {GOAL_LARGE}x floor": now[1].wall / floor <= GOAL_LARGE,
-        f"{SIZES[-1]} nodes peak RSS <= {GOAL_RSS_MB:.0f} MB": statistics.median(now[1].rss) <= GOAL_RSS_MB,
+        f"{SIZES[-1]} nodes peak RSS <= {GOAL_RSS_MB:.0f} MB": now[1].median("rss") <= GOAL_RSS_MB,
     }
     summary = {
         "runs": args.runs,
@@ -269,12 +294,17 @@ def main() -> None:
         f"medians of {args.runs} interleaved rounds; load (1/5/15 min) before {load_before}, "
         f"after {load_after}; {os.cpu_count()} CPUs"
     )
+    cpu_floor = cases[0].median("cpu")
     print(
-        f"{'app':12} {'nodes':>5} {'wall':>8} {'x floor':>8} {'peak RSS':>10} {'peak PSS':>10}  (whole tree)"
+        f"{'app':12} {'nodes':>5} {'wall':>8} {'x floor':>8} {'CPU':>8} {'x floor':>8}"
+        f" {'peak RSS':>10} {'peak PSS':>10}  (whole tree)"
     )
     for c in cases:
-        rss, pss = statistics.median(c.rss), statistics.median(c.pss)
-        print(f"{c.label:12} {c.nodes:5d} {c.wall:7.3f}s {c.wall / floor:7.2f}x {rss:7.1f} MB {pss:7.1f} MB")
+        cpu = c.median("cpu")
+        print(
+            f"{c.label:12} {c.nodes:5d} {c.wall:7.3f}s {c.wall / floor:7.2f}x"
+            f" {cpu:7.3f}s {cpu / cpu_floor:7.2f}x {c.median('rss'):7.1f} MB {c.median('pss'):7.1f} MB"
+        )
     for label, slope in slopes.items():
         print(f"{label}: {slope:.2f} ms per node (least squares over {', '.join(map(str, SIZES))} nodes)")
     for goal, met in goals.items():
