@@ -16,6 +16,7 @@ from pathlib import Path
 # jsii prints a large end-of-life banner for Node 20 on every run otherwise.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
+import node_runtime
 from config import ConfigError, InfraConfig, load_config
 
 EXIT_BAD_INPUT = 2
@@ -52,6 +53,7 @@ def writable_outdir(outdir: str | None) -> str:
 def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
     """Write the stack; return the path of its cdk.tf.json. Raises OutputDirError."""
     outdir = writable_outdir(outdir)
+    node_runtime.add_heap_flags()  # before jsii starts node, on the first import of cdktf
     # Imported here so that a config error is reported without starting jsii's node.
     import cdktf
 
@@ -76,6 +78,10 @@ def describe(config: InfraConfig, output: Path) -> str:
             f"{len(config.workers)} workers), {len(config.isos)} Talos ISOs"
         )
     backend = config.backend.http_address or f"local file {config.backend.local_path}"
+    if config.multi_host:
+        from stacks.summary import hosts_lines
+
+        what += "\n" + "\n".join(hosts_lines(config))
     return (
         f"Synthesized stack '{config.backend.state_name}': {what}\n"
         f"  output:  {output}\n"
@@ -110,4 +116,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    node_runtime.exit_now(main())

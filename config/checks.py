@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
+from ipaddress import IPv4Address
 from typing import Any
 
-from config.errors import Problem
-from config.schema import OWN_PREFIXES, ClusterFile, NodesFile
-from config.yaml_source import YamlSource
+from config.errors import Problem, show_key
+from config.schema import OWN_PREFIXES, SECRET_KEYS, ClusterFile
+from config.yaml_source import Ambiguous, YamlSource
+
+# A node's valid fields by name: the validated NodeEntry's, or, for an entry with errors,
+# those of its fields that are valid on their own (so checks across fields still run).
+NodeView = Mapping[str, Any]
 
 
 def cross_checks(
     cluster: ClusterFile,
-    nodes: NodesFile,
+    nodes: Sequence[NodeView],
     csrc: YamlSource,
     nsrc: YamlSource,
     cdisplay: str,
     ndisplay: str,
 ) -> list[Problem]:
+    """Checks across keys and files. `cluster` holds the valid keys of cluster.yaml (an
+    invalid key is left at its default) and `nodes` the valid fields of each node, so
+    these run even when other keys have errors, and every problem shows up at once."""
     problems: list[Problem] = []
-    url, node = cluster.proxmox_api_url, cluster.proxmox_node
+    raw = csrc.data if isinstance(csrc.data, dict) else {}
+    url, node = raw.get("proxmox_api_url"), raw.get("proxmox_node")  # as written: set or not
     if (url is None) != (node is None):
         missing, present = (
             ("proxmox_node", "proxmox_api_url") if node is None else ("proxmox_api_url", "proxmox_node")
@@ -33,7 +42,8 @@ def cross_checks(
                 f"required key is missing (set it too, or remove {present} to keep infrastructure disabled)",
             )
         )
-    if url is not None and node is not None and not nodes.nodes:
+    raw_nodes = nsrc.data.get("nodes") if isinstance(nsrc.data, dict) else None
+    if url is not None and node is not None and raw_nodes in (None, []):
         problems.append(
             Problem(
                 ndisplay,
@@ -46,9 +56,12 @@ def cross_checks(
     # The ISO file name keeps only 12 characters of the schematic: two schematics sharing
     # them would overwrite each other's ISO on the datastore.
     prefixes: dict[tuple[str, bool], str] = {}
-    for i, n in enumerate(nodes.nodes):
-        key = (n.schematic_id[:12], n.secureboot)
-        if prefixes.setdefault(key, n.schematic_id) != n.schematic_id:
+    for i, n in enumerate(nodes):
+        schematic = n.get("schematic_id")
+        if schematic is None or "secureboot" not in n:
+            continue
+        key = (schematic[:12], n["secureboot"])
+        if prefixes.setdefault(key, schematic) != schematic:
             problems.append(
                 Problem(
                     ndisplay,
@@ -59,18 +72,106 @@ def cross_checks(
                 )
             )
 
-    if cluster.node_cidr is not None:
-        for i, n in enumerate(nodes.nodes):
-            if n.address not in cluster.node_cidr:
-                problems.append(
-                    Problem(
-                        ndisplay,
-                        nsrc.line_of(("nodes", i, "address")),
-                        f"nodes[{i}].address",
-                        f"{n.address} is outside node_cidr (expected an address in {cluster.node_cidr})",
-                    )
-                )
+    for i, n in enumerate(nodes):
+        address = n.get("address")
+        if address is None:
+            continue
+        what = _address_problem(address, cluster)
+        if what:
+            problems.append(
+                Problem(ndisplay, nsrc.line_of(("nodes", i, "address")), f"nodes[{i}].address", what)
+            )
     return problems
+
+
+def _address_problem(address: IPv4Address, cluster: ClusterFile) -> str | None:
+    """What is wrong with a node address given the cluster's network, if anything."""
+    net = cluster.node_cidr
+    if net is not None and address not in net:
+        return f"{address} is outside node_cidr (expected an address in {net})"
+    if net is not None and net.prefixlen <= 30 and address in (net.network_address, net.broadcast_address):
+        which = "network" if address == net.network_address else "broadcast"
+        return f"{address} is the {which} address of node_cidr {net} (expected a host address)"
+    for key in ("node_default_gateway", "cluster_api_addr"):
+        if getattr(cluster, key) == address:
+            return f"{address} is also {key} (expected an address of the node's own)"
+    return None
+
+
+def mixed_up_files(csrc: YamlSource, nsrc: YamlSource, cdisplay: str, ndisplay: str) -> Problem | None:
+    """cluster.yaml and nodes.yaml swapped (or one passed for both): one line with a hint,
+    instead of an empty node list and a silent "infrastructure disabled"."""
+    own = set(ClusterFile.model_fields)
+    cdata = csrc.data if isinstance(csrc.data, dict) else {}
+    ndata = nsrc.data if isinstance(nsrc.data, dict) else {}
+    cluster_is_nodes = "nodes" in cdata and not own.intersection(cdata)
+    nodes_is_cluster = "nodes" not in ndata and bool(own.intersection(ndata))
+    if cluster_is_nodes and nodes_is_cluster:
+        return Problem(
+            cdisplay,
+            None,
+            "",
+            f"holds the node list and {ndisplay} the cluster keys: the two files are swapped "
+            "(expected CLUSTER_CONFIG=cluster.yaml and NODES_CONFIG=nodes.yaml)",
+        )
+    if cluster_is_nodes:
+        return Problem(
+            cdisplay,
+            csrc.line_of(("nodes",)),
+            "nodes",
+            "a node list in the cluster file "
+            "(expected cluster.yaml here; is this nodes.yaml? check CLUSTER_CONFIG)",
+        )
+    if nodes_is_cluster:
+        keys = ", ".join(sorted(own.intersection(ndata))[:3])
+        return Problem(
+            ndisplay,
+            None,
+            "",
+            f"has cluster keys ({keys}) and no 'nodes:' list "
+            "(expected nodes.yaml here; is this cluster.yaml? check NODES_CONFIG)",
+        )
+    return None
+
+
+def secret_problems(csrc: YamlSource, cdisplay: str) -> list[Problem]:
+    """A secret must be read as non-empty text. What YAML made of it instead is named,
+    the value never (a YAML number, `null`, or `&x` (an anchor) left as an empty value)."""
+    raw = csrc.data if isinstance(csrc.data, dict) else {}
+    problems = []
+    for key in SECRET_KEYS:
+        if key not in raw or (isinstance(raw[key], str) and raw[key]):
+            continue
+        value = raw[key]
+        if value is None:
+            what = (
+                "has no value as YAML reads it (an unquoted &, *, !, # or | starts YAML syntax; "
+                "expected the secret in double quotes, or remove the key)"
+            )
+        elif value == "":
+            what = "is empty (expected the secret in double quotes, or remove the key)"
+        else:
+            kind = _kind(value)
+            what = (
+                f"YAML reads this value as {kind}, not as text "
+                "(expected the secret in double quotes; value not shown)"
+            )
+        problems.append(Problem(cdisplay, csrc.line_of((key,)), key, what))
+    return problems
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Ambiguous):
+        return "a number or true/false (in YAML 1.1 or 1.2)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "something other than text"
 
 
 def prefix_warnings(csrc: YamlSource, cdisplay: str) -> list[Problem]:
@@ -83,7 +184,8 @@ def prefix_warnings(csrc: YamlSource, cdisplay: str) -> list[Problem]:
         if isinstance(key, str) and key.startswith(OWN_PREFIXES) and key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
             hint = f"did you mean '{close[0]}'?" if close else "not used by this app"
-            warnings.append(Problem(cdisplay, csrc.line_of((key,)), key, f"warning: unknown key ({hint})"))
+            line = csrc.line_of((key,))
+            warnings.append(Problem(cdisplay, line, show_key(key), f"warning: unknown key ({hint})"))
     return warnings
 
 
@@ -115,7 +217,7 @@ def uniqueness(nsrc: YamlSource, ndisplay: str) -> list[Problem]:
                         ndisplay,
                         nsrc.line_of(("nodes", i, key)),
                         f"nodes[{i}].{key}",
-                        f"duplicate {what} {value} "
+                        f"duplicate {what} {show_key(value)} "
                         f"(expected unique; also used by nodes[{first[norm(value)]}])",
                     )
                 )

@@ -23,3 +23,12 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(set(problems), key=lambda p: (p.file, p.line or 0, p.key, p.message))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def show_key(key: object) -> str:
+    """A key (or a value that is not secret) as a message shows it: as written when it is
+    short plain text, else quoted and cut, so that a message stays one line."""
+    text = str(key)
+    if text.isprintable() and 0 < len(text) <= 64 and " " not in text:
+        return text
+    return repr(text[:61] + "...") if len(text) > 64 else repr(text)

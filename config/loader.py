@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from config.checks import cross_checks, prefix_warnings, uniqueness
+from config.checks import (
+    NodeView,
+    cross_checks,
+    mixed_up_files,
+    prefix_warnings,
+    secret_problems,
+    uniqueness,
+)
 from config.defaults import resolve_sizing, resolve_startup
 from config.errors import ConfigError, Problem
 from config.messages import problems_from
 from config.model import InfraConfig, IsoSpec, ProxmoxSpec, StateBackendSpec, VmSpec
-from config.schema import ClusterFile, NodesFile
+from config.placement import hosts_configured, place, placement_problems, placement_warnings
+from config.schema import SECRET_KEYS, ClusterFile, NodeEntry, NodesFile
 from config.yaml_source import YamlSource, load_yaml
 
 API_SUFFIX = "/api2/json"
@@ -46,12 +57,48 @@ def _display(path: Path) -> str:
 
 def _validate(
     model: type[BaseModel], src: YamlSource, display: str
-) -> tuple[BaseModel | None, list[Problem]]:
+) -> tuple[BaseModel | None, list[Problem], ValidationError | None]:
     data = {} if src.data is None else src.data
     try:
-        return model.model_validate(data), []
+        return model.model_validate(data), [], None
     except ValidationError as exc:
-        return None, problems_from(exc, model, src, display)
+        return None, problems_from(exc, model, src, display), exc
+
+
+def _valid_cluster_keys(src: YamlSource, exc: ValidationError) -> ClusterFile:
+    """cluster.yaml without its invalid keys (every key has a default), for the checks
+    across keys and files."""
+    data = src.data if isinstance(src.data, dict) else {}
+    bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    try:
+        return ClusterFile.model_validate({k: v for k, v in data.items() if k not in bad})
+    except ValidationError:
+        return ClusterFile()
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    info = NodeEntry.model_fields[name]
+    return TypeAdapter(Annotated[info.annotation, info], config=ConfigDict(strict=True))
+
+
+def _node_views(src: YamlSource, nodes: NodesFile | None) -> list[NodeView]:
+    """Each node's valid fields by name; for an entry with errors, the fields that are
+    valid on their own (a node with a bad `mtu` is still checked against node_cidr)."""
+    if nodes is not None:
+        return [dict(n) for n in nodes.nodes]
+    entries = src.data.get("nodes") if isinstance(src.data, dict) else None
+    views: list[NodeView] = []
+    for entry in entries if isinstance(entries, list) else []:
+        view: dict[str, Any] = {}
+        for key, value in entry.items() if isinstance(entry, dict) else ():
+            if key in NodeEntry.model_fields:
+                with contextlib.suppress(ValidationError):
+                    view[key] = _field_adapter(key).validate_python(value)
+        if isinstance(entry, dict) and "secureboot" not in entry:
+            view["secureboot"] = NodeEntry.model_fields["secureboot"].default
+        views.append(view)
+    return views
 
 
 def endpoint_from(api_url: str) -> str:
@@ -77,23 +124,54 @@ def load_config(paths: ConfigPaths | None = None) -> LoadResult:
     """Read and validate both files; raise ConfigError listing every problem found."""
     paths = paths or ConfigPaths.from_env()
     cdisplay, ndisplay = _display(paths.cluster), _display(paths.nodes)
-    csrc, cproblems = load_yaml(paths.cluster, cdisplay)
+    if _same_file(paths):
+        raise ConfigError(
+            [
+                Problem(
+                    ndisplay,
+                    None,
+                    "",
+                    f"is the same file as the cluster file {cdisplay} (expected two files: "
+                    "CLUSTER_CONFIG=cluster.yaml and NODES_CONFIG=nodes.yaml)",
+                )
+            ]
+        )
+    csrc, cproblems = load_yaml(paths.cluster, cdisplay, SECRET_KEYS)
     nsrc, nproblems = load_yaml(paths.nodes, ndisplay)
     problems = cproblems + nproblems
+    if csrc is not None and nsrc is not None:
+        mixed = mixed_up_files(csrc, nsrc, cdisplay, ndisplay)
+        if mixed is not None:
+            raise ConfigError([mixed])  # every other message would follow from it
     cluster = nodes = None
     if csrc is not None:
-        cluster, found = _validate(ClusterFile, csrc, cdisplay)
-        problems += found
+        cluster, found, cexc = _validate(ClusterFile, csrc, cdisplay)
+        problems += found + secret_problems(csrc, cdisplay)
     if nsrc is not None:
-        nodes, found = _validate(NodesFile, nsrc, ndisplay)
+        nodes, found, _ = _validate(NodesFile, nsrc, ndisplay)
         problems += found + uniqueness(nsrc, ndisplay)
-    if isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile):
-        assert csrc is not None and nsrc is not None
-        problems += cross_checks(cluster, nodes, csrc, nsrc, cdisplay, ndisplay)
+    if csrc is not None and nsrc is not None:
+        partial = cluster if isinstance(cluster, ClusterFile) else None
+        if partial is None:
+            assert cexc is not None
+            partial = _valid_cluster_keys(csrc, cexc)
+        views = _node_views(nsrc, nodes if isinstance(nodes, NodesFile) else None)
+        problems += cross_checks(partial, views, csrc, nsrc, cdisplay, ndisplay)
+        problems += placement_problems(partial, views, csrc, nsrc, cdisplay, ndisplay)
     if problems:
         raise ConfigError(problems)
-    assert isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile) and csrc
-    return LoadResult(_resolve(cluster, nodes, paths.cluster), prefix_warnings(csrc, cdisplay))
+    assert isinstance(cluster, ClusterFile) and isinstance(nodes, NodesFile) and csrc and nsrc
+    config = _resolve(cluster, nodes, paths.cluster)
+    warnings = prefix_warnings(csrc, cdisplay)
+    warnings += placement_warnings(cluster, config.vms, csrc, nsrc, cdisplay, ndisplay)
+    return LoadResult(config, warnings)
+
+
+def _same_file(paths: ConfigPaths) -> bool:
+    try:
+        return paths.cluster.samefile(paths.nodes)
+    except OSError:
+        return False
 
 
 def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> InfraConfig:
@@ -105,13 +183,21 @@ def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> Infr
             insecure=cluster.proxmox_insecure,
             iso_storage=cluster.proxmox_iso_storage,
             disk_storage=cluster.proxmox_disk_storage,
+            multi_host=hosts_configured(cluster, nodes.nodes),
+            iso_storage_shared=cluster.proxmox_iso_storage_shared,
         )
     vms: list[VmSpec] = []
     isos: dict[str, IsoSpec] = {}
     if proxmox is not None:
-        for position, node in enumerate(nodes.nodes, start=1):
-            iso = IsoSpec(node.schematic_id, node.secureboot, cluster.talos_version)
-            iso = isos.setdefault(iso.key, iso)  # one download per (schematic, secureboot)
+        hosts = place(cluster, nodes.nodes)
+        for position, (node, host) in enumerate(zip(nodes.nodes, hosts, strict=True), start=1):
+            # One download per (host, schematic, secureboot): a VM boots only an ISO its own
+            # host has. A shared datastore holds one copy for all, downloaded on proxmox_node.
+            iso_host = proxmox.node if proxmox.iso_storage_shared else host
+            iso = IsoSpec(
+                node.schematic_id, node.secureboot, cluster.talos_version, iso_host, iso_host != proxmox.node
+            )
+            iso = isos.setdefault(iso.key, iso)
             sizing = resolve_sizing(node, cluster)
             order, up, down = resolve_startup(node, position)
             vms.append(
@@ -126,6 +212,8 @@ def _resolve(cluster: ClusterFile, nodes: NodesFile, cluster_path: Path) -> Infr
                     mac_address=node.mac_addr.upper(),
                     mtu=node.mtu,
                     iso=iso,
+                    host=host,
+                    disk_storage=node.proxmox_disk_storage or cluster.proxmox_disk_storage,
                     **sizing,
                 )
             )

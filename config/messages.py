@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from config.errors import Problem
-from config.schema import expected_text
-from config.yaml_source import Loc, YamlSource
+from config.errors import Problem, show_key
+from config.schema import SECRET_KEYS, ClusterFile, expected_text
+from config.yaml_source import Ambiguous, Loc, YamlSource
 
 _RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _SECRET_HINTS = ("password", "secret")
@@ -18,7 +18,7 @@ _SECRET_HINTS = ("password", "secret")
 def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{show_key(part)}" if out else show_key(part))
     return out
 
 
@@ -58,8 +58,10 @@ def _may_hold_secret(value: Any, key: str) -> bool:
 def _show(value: Any, key: str) -> str:
     if _may_hold_secret(value, key):
         return "the value"
+    if isinstance(value, Ambiguous):
+        return _cut(value.text)
     if isinstance(value, str):
-        return repr(value)
+        return repr(_cut(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -71,6 +73,11 @@ def _show(value: Any, key: str) -> str:
     if isinstance(value, list):
         return "a list"
     return type(value).__name__
+
+
+def _cut(text: str, limit: int = 64) -> str:
+    """Long values are cut in messages (a message is one readable line)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def problems_from(
@@ -86,7 +93,11 @@ def problems_from(
         owner = _model_at(root, field_loc) if field_loc else None
         expected = expected_text(owner, key) if owner and key else None
         kind = err["type"]
-        if kind == "missing":
+        if root is ClusterFile and loc and loc[0] in SECRET_KEYS:
+            continue  # checks.secret_problems says what is wrong, without the value
+        if isinstance(err.get("input"), Ambiguous) and kind not in ("missing", "extra_forbidden"):
+            what = f"{_show(err['input'], key)} is ambiguous: {err['input'].hint}"
+        elif kind == "missing":
             what = "required key is missing"
         elif kind == "extra_forbidden":
             known = sorted(owner.model_fields) if owner else []

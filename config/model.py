@@ -31,6 +31,10 @@ class ProxmoxSpec:
     insecure: bool
     iso_storage: str
     disk_storage: str
+    # Several hosts configured (proxmox_nodes or a per-node proxmox_node): VMs may move
+    # between hosts, so they migrate, and the outputs name each VM's host.
+    multi_host: bool = False
+    iso_storage_shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,25 @@ class IsoSpec:
     schematic_id: str
     secureboot: bool
     talos_version: str
+    # The Proxmox node that downloads it. On `proxmox_node` an ISO keeps the address and
+    # key it always had; on any other host both name the host (`..._on_<host>`, `...@<host>`).
+    host: str = ""
+    other_host: bool = False
 
     @property
-    def key(self) -> str:
+    def template_key(self) -> str:
         """The template layout's for_each key: `<schematic>-<true|false>`."""
         return f"{self.schematic_id}-{'true' if self.secureboot else 'false'}"
 
     @property
+    def key(self) -> str:
+        return f"{self.template_key}@{self.host}" if self.other_host else self.template_key
+
+    @property
     def logical_id(self) -> str:
-        return f"talos_iso_{self.schematic_id[:12]}" + ("_secureboot" if self.secureboot else "")
+        base = f"talos_iso_{self.schematic_id[:12]}" + ("_secureboot" if self.secureboot else "")
+        # Host names have no '_', so `_on_<host>` cannot collide with another ISO's address.
+        return f"{base}_on_{self.host}" if self.other_host else base
 
     @property
     def url(self) -> str:
@@ -75,6 +89,8 @@ class VmSpec:
     mac_address: str  # upper-case: Proxmox reports it so, lower-case would diff forever
     mtu: int | None
     iso: IsoSpec
+    host: str  # the Proxmox node that runs the VM (config/placement.py)
+    disk_storage: str
 
     @property
     def role(self) -> str:
@@ -107,3 +123,14 @@ class InfraConfig:
     @property
     def workers(self) -> tuple[VmSpec, ...]:
         return tuple(vm for vm in self.vms if not vm.controller)
+
+    @property
+    def multi_host(self) -> bool:
+        return self.proxmox is not None and self.proxmox.multi_host
+
+    def vms_by_host(self) -> dict[str, tuple[VmSpec, ...]]:
+        """Host -> the VMs it runs (nodes.yaml order), hosts sorted by name."""
+        hosts: dict[str, list[VmSpec]] = {}
+        for vm in self.vms:
+            hosts.setdefault(vm.host, []).append(vm)
+        return {host: tuple(hosts[host]) for host in sorted(hosts)}

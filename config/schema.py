@@ -9,6 +9,7 @@ Each field's `expected` text is what an error message says was expected.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
@@ -19,7 +20,26 @@ SCHEMATIC_RE = r"^[0-9a-f]{64}$"
 STATE_NAME_RE = r"^[A-Za-z0-9._-]+$"
 TOKEN_ID_RE = r"^[^@!\s]+@[^@!\s]+![^@!\s=]+$"
 HOSTNAME_RE = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
-URL_RE = r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[^\s?#]*)?$"
+# Every pattern spells out ASCII ranges: `\d` would also take Arabic-Indic or superscript digits.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"({_LABEL}(\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])"
+# A host is required; no user:password@ (credentials come from the environment); the path
+# takes URL characters only, so no `${` or `%{` (tofu templates) can reach the output.
+URL_RE = rf"^https?://{_HOST}(:[0-9]{{1,5}})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+# Proxmox's own formats for node names, storage ids and bridges (pve-node, pve-storage-id,
+# pve-bridge-id), which also keep tofu template syntax out of the generated JSON.
+PVE_NODE_RE = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+STORAGE_RE = r"^[a-z]([a-z0-9._-]*[a-z0-9])?$"
+BRIDGE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$"
+MACHINE_RE = r"^[a-z0-9][a-z0-9._+,=-]*$"
+CPU_TYPE_RE = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
+OSTYPE_RE = r"^(other|wxp|w2k|w2k3|w2k8|wvista|win7|win8|win10|win11|l24|l26|solaris)$"
+VERSION_RE = r"^[0-9]+\.[0-9]+\.[0-9]+$"
+# The state server's limit (tfstate_server/names.py); far below every filesystem's 255.
+MAX_STATE_NAME = 128
+
+# Keys whose values are never shown, not even in an error about themselves.
+SECRET_KEYS = ("tfstate_password", "proxmox_api_token_secret")
 
 
 def expect(text: str, **kwargs: Any) -> Any:
@@ -29,7 +49,7 @@ def expect(text: str, **kwargs: Any) -> Any:
 
 def _vlan(value: Any) -> Any:
     # The template layout writes the VLAN as a YAML string ("7"); accept both forms.
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}", value.strip()):
         return int(value.strip())
     return value
 
@@ -57,6 +77,7 @@ def _ipv4_net(value: Any) -> Any:
 
 
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+PveHost = Annotated[str, Field(pattern=PVE_NODE_RE)]
 IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_ipv4)]
 IPv4Net = Annotated[ipaddress.IPv4Network, BeforeValidator(_ipv4_net)]
 
@@ -80,8 +101,8 @@ class VmAdvanced(Strict):
     """`proxmox_vm_advanced`: hardware settings shared by every VM."""
 
     bios: str = expect("'ovmf' or 'seabios'", default="ovmf", pattern=r"^(ovmf|seabios)$")
-    machine: str = expect("a QEMU machine type such as 'q35'", default="q35", min_length=1)
-    cpu_type: str = expect("a CPU type such as 'host'", default="host", min_length=1)
+    machine: str = expect("a QEMU machine type such as 'q35'", default="q35", pattern=MACHINE_RE)
+    cpu_type: str = expect("a CPU type such as 'host'", default="host", pattern=CPU_TYPE_RE)
     scsi_hw: str = expect(
         "a SCSI controller such as 'virtio-scsi-pci'",
         default="virtio-scsi-pci",
@@ -96,8 +117,12 @@ class VmAdvanced(Strict):
     tags: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.+-]*$")]] = expect(
         "a list of lower-case tags", default=["kubernetes", "linux", "talos"]
     )
-    network_bridge: str = expect("a bridge name such as 'vmbr0'", default="vmbr0", min_length=1)
-    ostype: str = expect("a Proxmox OS type such as 'l26'", default="l26", min_length=1)
+    network_bridge: str = expect(
+        "a bridge name such as 'vmbr0' (up to 15 letters, digits, '_', '.', '-')",
+        default="vmbr0",
+        pattern=BRIDGE_RE,
+    )
+    ostype: str = expect("a Proxmox OS type such as 'l26'", default="l26", pattern=OSTYPE_RE)
     disk_backup: bool = expect("true or false", default=False)
     disk_replicate: bool = expect("true or false", default=False)
 
@@ -112,16 +137,30 @@ class ClusterFile(BaseModel):
         default=None,
         pattern=URL_RE,
     )
-    proxmox_node: str | None = expect("a Proxmox node name", default=None, min_length=1)
+    proxmox_node: str | None = expect(
+        "a Proxmox node name (letters, digits and '-')", default=None, pattern=PVE_NODE_RE
+    )
     proxmox_insecure: bool = expect("true or false", default=False)
-    proxmox_iso_storage: str = expect("a datastore id", default="local", min_length=1)
-    proxmox_disk_storage: str = expect("a datastore id", default="local-lvm", min_length=1)
+    proxmox_iso_storage: str = expect(
+        "a datastore id such as 'local' (a-z, 0-9, '.', '_', '-')", default="local", pattern=STORAGE_RE
+    )
+    proxmox_disk_storage: str = expect(
+        "a datastore id such as 'local-lvm' (a-z, 0-9, '.', '_', '-')",
+        default="local-lvm",
+        pattern=STORAGE_RE,
+    )
+    # Several Proxmox hosts (config/placement.py): the hosts nodes are spread over, and
+    # whether the ISO datastore is shared by all of them (one download) or not (one per host).
+    proxmox_nodes: list[PveHost] | None = expect(
+        "a non-empty list of Proxmox node names (letters, digits and '-')", default=None, min_length=1
+    )
+    proxmox_iso_storage_shared: bool = expect("true or false", default=False)
     proxmox_vm_defaults: VmSizing = expect("a mapping", default=VmSizing())
     proxmox_vm_controller_defaults: VmSizing = expect("a mapping", default=VmSizing())
     proxmox_vm_worker_defaults: VmSizing = expect("a mapping", default=VmSizing())
     proxmox_vm_advanced: VmAdvanced = expect("a mapping", default=VmAdvanced())
     talos_version: Annotated[str, BeforeValidator(_version)] = expect(
-        "a Talos release such as '1.12.0'", default="1.12.0", pattern=r"^\d+\.\d+\.\d+$"
+        "a Talos release such as '1.12.0'", default="1.12.0", pattern=VERSION_RE
     )
     node_vlan_tag: Annotated[int | None, BeforeValidator(_vlan)] = expect(
         "a VLAN id 1..4094", default=None, ge=1, le=4094
@@ -136,9 +175,10 @@ class ClusterFile(BaseModel):
         "an http(s):// URL such as 'https://tfstate.example.com'", default=None, pattern=URL_RE
     )
     tfstate_state_name: str = expect(
-        "one path segment of letters, digits, '.', '_' or '-'",
+        f"one path segment of up to {MAX_STATE_NAME} letters, digits, '.', '_' or '-'",
         default="proxmox",
         pattern=STATE_NAME_RE,
+        max_length=MAX_STATE_NAME,
     )
     tfstate_username: str = expect("a user name", default="terraform", min_length=1)
     tfstate_password: SecretStr | None = expect("a string", default=None)
@@ -146,6 +186,14 @@ class ClusterFile(BaseModel):
         "a token id such as 'root@pam!terraform'", default=None, pattern=TOKEN_ID_RE
     )
     proxmox_api_token_secret: SecretStr | None = expect("a string", default=None)
+
+    @field_validator("proxmox_api_url", "tfstate_url")
+    @classmethod
+    def _port(cls, value: str | None) -> str | None:
+        port = re.search(r"^[a-z]+://(\[[^\]]*\]|[^/:]*):([0-9]+)", value or "")
+        if port and not 1 <= int(port.group(2)) <= 65535:
+            raise ValueError(f"port {int(port.group(2))} is not in 1..65535")
+        return value
 
     @field_validator("tfstate_state_name")
     @classmethod
@@ -178,6 +226,12 @@ class NodeEntry(Strict):
     vm_startup_order: int | None = expect("a startup order >= 0", default=None, ge=0)
     vm_startup_delay: int | None = expect("seconds >= 0", default=None, ge=0)
     vm_shutdown_delay: int | None = expect("seconds >= 0", default=None, ge=0)
+    proxmox_node: str | None = expect(
+        "a Proxmox node name (letters, digits and '-')", default=None, pattern=PVE_NODE_RE
+    )
+    proxmox_disk_storage: str | None = expect(
+        "a datastore id such as 'local-lvm' (a-z, 0-9, '.', '_', '-')", default=None, pattern=STORAGE_RE
+    )
 
 
 class NodesFile(BaseModel):

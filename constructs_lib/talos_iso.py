@@ -20,7 +20,7 @@ class TalosIso(Construct):
             "file",
             content_type="iso",
             datastore_id=proxmox.iso_storage,
-            node_name=proxmox.node,
+            node_name=iso.host,
             url=iso.url,
             # Always named: the provider would otherwise ask the URL's metadata for one.
             file_name=iso.file_name,
@@ -38,4 +38,4 @@ class TalosIso(Construct):
 
     @property
     def template_address(self) -> str:
-        return TEMPLATE_ADDRESS.format(key=self.spec.key)
+        return TEMPLATE_ADDRESS.format(key=self.spec.template_key)

@@ -62,7 +62,10 @@ class TalosVm(VirtualEnvironmentVm):
             vm.logical_id,
             vm_id=vm.vm_id,
             name=vm.name,
-            node_name=proxmox.node,
+            node_name=vm.host,
+            # A changed host migrates the VM instead of replacing it. Written only when
+            # several hosts are configured: single-host output stays as it always was.
+            migrate=True if proxmox.multi_host else None,
             description=DESCRIPTIONS[vm.role],
             tags=[*advanced.tags, vm.role],
             started=True,
@@ -80,12 +83,12 @@ class TalosVm(VirtualEnvironmentVm):
             agent=VirtualEnvironmentVmAgent(enabled=advanced.qemu_agent),
             # Talos SecureBoot enrols its own keys, so Microsoft's must not be pre-enrolled.
             efi_disk=VirtualEnvironmentVmEfiDisk(
-                datastore_id=proxmox.disk_storage, type="4m", pre_enrolled_keys=False
+                datastore_id=vm.disk_storage, type="4m", pre_enrolled_keys=False
             ),
             cdrom=VirtualEnvironmentVmCdrom(file_id=iso.file_id, interface="ide2"),
             disk=[
                 VirtualEnvironmentVmDisk(
-                    datastore_id=proxmox.disk_storage,
+                    datastore_id=vm.disk_storage,
                     interface="scsi0",
                     size=vm.disk_size,
                     file_format="raw",
@@ -117,6 +120,11 @@ class TalosVm(VirtualEnvironmentVm):
     @property
     def address(self) -> str:
         return f"{self.TF_RESOURCE_TYPE}.{self.spec.logical_id}"
+
+    def reference(self, attribute: str) -> str:
+        """`${<address>.<attribute>}`: what a cdktf token for the attribute renders to,
+        made without a jsii round trip (the id is the stack-level logical id, unchanged)."""
+        return "${" + f"{self.address}.{attribute}" + "}"
 
     @property
     def template_address(self) -> str:

@@ -32,6 +32,21 @@ change of what is being tested):
 - `GET /nodes/{node}/query-url-metadata` answers `{}`; the provider then sees a
   remote file of unknown size on every refresh. Here it answers the file name, the
   1 MiB size fakepve's downloads have, and an ISO MIME type.
+- Several hosts: storage content per host, the HA status and the migrate route the
+  provider needs to move a VM (devenv/fakepve_hosts.py).
+
+For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
+
+- Every VM's power state is recorded over time, from the fake's side: each change of
+  `vm.status` is appended to `power_log` as (monotonic time, vmid, name, status).
+- A reboot, shutdown or start takes no time in fakepve by default, so a stop and start
+  leave no window in which two VMs could be seen down together. `boot_secs` sets the
+  simulated seconds a VM takes to shut down and to start (times `time_scale`).
+- A stopped VM's guest agent is gone until the VM runs again (fakepve keeps answering).
+- A node's Talos API: a listening TCP socket on the node's address (`talos_addresses`,
+  MAC -> a loopback address) and port 50000 while its VM runs; a name in `talos_down`
+  keeps it closed, as a node that does not come back after a restart. The guest agent
+  keeps reporting `guest_addresses`: the provider waits for a non-loopback address.
 """
 
 from __future__ import annotations
@@ -40,8 +55,10 @@ import asyncio
 import ipaddress
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -50,7 +67,10 @@ from typing import Any, TypeVar
 
 from fakepve import FakePve
 from fakepve.certs import make_cert
+from fakepve.model import FakeVm
 from fakepve.server import GENERIC, USER, ok, params
+
+from devenv.fakepve_hosts import SeveralHosts
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -59,6 +79,7 @@ CALL_TIMEOUT = 60.0
 FAKE_DOWNLOAD_SIZE = 1024**2
 TOKEN_USER = "root@pam"
 TOKEN_NAME = "e2e"
+TALOS_PORT = 50000
 
 T = TypeVar("T")
 
@@ -78,8 +99,43 @@ def _net_mac(value: Any) -> str | None:
     return None
 
 
-class HarnessPve(FakePve):  # type: ignore[misc]
-    """FakePve with the two gaps above filled (see the module docstring)."""
+class RecordedVm(FakeVm):  # type: ignore[misc]
+    """A FakeVm whose every power state change reaches its HarnessPve."""
+
+    harness: HarnessPve
+
+    @property  # type: ignore[override]
+    def status(self) -> str:
+        return str(self.__dict__["_status"])
+
+    @status.setter
+    def status(self, value: str) -> None:
+        old = self.__dict__.get("_status")
+        self.__dict__["_status"] = value
+        if old != value:
+            self.harness.power_changed(self, value)
+
+
+class RecordedVms(list):  # type: ignore[type-arg]
+    """pve.vms: every VM added (created, cloned) becomes a RecordedVm."""
+
+    def __init__(self, harness: HarnessPve) -> None:
+        super().__init__()
+        self.harness = harness
+
+    def append(self, vm: Any) -> None:
+        status = vm.__dict__.pop("status", "stopped")
+        vm.__class__ = RecordedVm
+        vm.harness = self.harness
+        vm.__dict__["_status"] = None
+        vm.status = status  # recorded
+        vm.start_secs = vm.shutdown_secs = self.harness.boot_secs
+        super().append(vm)
+
+
+class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
+    """FakePve with the gaps above filled (see the module docstring), and several hosts
+    (devenv/fakepve_hosts.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,6 +143,60 @@ class HarnessPve(FakePve):  # type: ignore[misc]
         self.guest_addresses: dict[str, str] = {}
         # False: behave as fakepve does (no agent on new VMs), to test the provider's wait.
         self.simulate_agent = True
+        # (time.monotonic(), vmid, name, status) of every power state change.
+        self.power_log: list[tuple[float, int, str, str]] = []
+        # Simulated seconds of a VM's shutdown and of its start (each).
+        self.boot_secs = 0.0
+        # Lower-case MAC -> loopback address of the node's fake Talos API (port 50000);
+        # names in talos_down keep theirs closed.
+        self.talos_addresses: dict[str, str] = {}
+        self.talos_down: set[str] = set()
+        self._talos_sockets: dict[int, socket.socket] = {}
+        self.vms = RecordedVms(self)
+
+    # ------------------------------------------------------------ power and Talos
+
+    def power_changed(self, vm: Any, status: str) -> None:
+        self.power_log.append((time.monotonic(), vm.vmid, str(vm.config.get("name") or vm.name), status))
+        if status != "running":
+            vm.agent = None  # the guest (and its agent) is down
+        self._sync_talos(vm)
+
+    def set_talos_down(self, name: str, down: bool) -> None:
+        (self.talos_down.add if down else self.talos_down.discard)(name)
+        for vm in self.vms:
+            self._sync_talos(vm)
+
+    def close_talos(self) -> None:
+        for sock in self._talos_sockets.values():
+            sock.close()
+        self._talos_sockets.clear()
+
+    def _talos_address(self, vm: Any) -> str | None:
+        for key in sorted(k for k in vm.config if k.startswith("net") and k[3:].isdigit()):
+            address = self.talos_addresses.get((_net_mac(vm.config[key]) or "").lower())
+            if address:
+                return address
+        return None
+
+    def _sync_talos(self, vm: Any) -> None:
+        name = str(vm.config.get("name") or vm.name)
+        up = vm.status == "running" and name not in self.talos_down and vm in self.vms
+        sock = self._talos_sockets.get(vm.vmid)
+        if up and sock is None:
+            address = self._talos_address(vm)
+            if address is None:
+                return
+            if not ipaddress.ip_address(address).is_loopback:
+                raise ValueError(f"the fake Talos API listens on loopback only, not {address}")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, TALOS_PORT))
+            sock.listen(16)  # the kernel completes connections; nothing is read
+            self._talos_sockets[vm.vmid] = sock
+        elif not up and sock is not None:
+            sock.close()
+            del self._talos_sockets[vm.vmid]
 
     async def _generic(self, request: Any) -> Any:
         match = request[GENERIC]
@@ -264,6 +374,7 @@ class FakePveServer:
     def stop(self) -> None:
         """Stop listening, stop the loop's thread, remove the certificate files."""
         try:
+            self.pve.close_talos()
             if self._started:
                 self._started = False
                 self._await(self.pve.stop(), START_TIMEOUT)

@@ -48,17 +48,26 @@ class ProxmoxStack(cdktf.TerraformStack):
         self._moved_from_template_layout()
         self._outputs()
 
+    def prepare_stack(self) -> None:
+        """Skips cdktf's preparing pass. Before synthesizing, cdktf renders every element
+        of every stack once to find references between stacks (and adds a local backend
+        to a stack without one). This app has one stack and always configures its backend,
+        so that pass finds nothing, yet it costs a jsii callback per resource and a second
+        resolution of the whole tree in node. tests/test_synth_calls.py checks that the
+        output is the same bytes with cdktf's pass."""
+
     def _moved_from_template_layout(self) -> None:
         """State written by the Jinja templates used for_each addresses (and the long,
         deprecated download-file type): move it, so the first plan destroys nothing."""
-        moves = [{"from": i.template_address, "to": i.address} for i in self.isos]
+        moves = [{"from": i.template_address, "to": i.address} for i in self.isos if not i.spec.other_host]
         moves += [{"from": v.template_address, "to": v.address} for v in self.vms]
         self.add_override("moved", moves)
 
     def _outputs(self) -> None:
         config = self.config
         outputs = {
-            "node_vm_ids": {v.spec.name: v.vm_id for v in self.vms},
+            # Built here: asking cdktf for a token would cost a jsii round trip per VM.
+            "node_vm_ids": {v.spec.name: v.reference("vm_id") for v in self.vms},
             "node_addresses": {v.spec.name: v.spec.address for v in self.vms},
             "controller_nodes": [v.name for v in config.controllers],
             "worker_nodes": [v.name for v in config.workers],
@@ -67,5 +76,8 @@ class ProxmoxStack(cdktf.TerraformStack):
             "cluster_summary": cluster_summary(config),
             "next_steps": next_steps(config),
         }
+        if config.multi_host:
+            # Only with several hosts: a single-host stack stays byte-identical to before.
+            outputs["node_hosts"] = {v.spec.name: v.spec.host for v in self.vms}
         for name, value in outputs.items():
             cdktf.TerraformOutput(self, name, value=value)

@@ -22,7 +22,20 @@ def cluster_summary(config: InfraConfig) -> str:
         f"Pod CIDR:        {_or_unset(c.cluster_pod_cidr)}",
         f"Service CIDR:    {_or_unset(c.cluster_svc_cidr)}",
     ]
+    if config.multi_host:
+        # Several hosts: the node line names every host in use, then the VMs of each.
+        lines[1] = f"Proxmox nodes:   {', '.join(config.vms_by_host())}"
+        lines += hosts_lines(config)
     return "\n".join(lines) + "\n"
+
+
+def hosts_lines(config: InfraConfig) -> list[str]:
+    """`VMs per host:` and one line per host (several hosts only)."""
+    by_host = config.vms_by_host()
+    width = max((len(host) for host in by_host), default=0)
+    return ["VMs per host:"] + [
+        f"  {host + ':':<{width + 1}}  {', '.join(vm.name for vm in vms)}" for host, vms in by_host.items()
+    ]
 
 
 def next_steps(config: InfraConfig) -> str:

@@ -270,15 +270,18 @@ def test_secret_values_are_never_echoed(config_dir: ConfigDir) -> None:
         GOOD_NODES,
     )
     text = "\n".join(problems(config_dir))
-    assert "tfstate_password: the value is not valid (expected a string)" in text
+    assert (
+        "tfstate_password: YAML reads this value as a list, not as text (expected the secret in double"
+        in text
+    )
     assert "s3cr3t-sentinel" not in text and "12345" not in text
 
 
 def test_unknown_own_prefix_key_is_a_warning(config_dir: ConfigDir) -> None:
-    config_dir.write({**BASE_CLUSTER, "proxmox_nodes": "pve1", "other_tool_key": 1}, GOOD_NODES)
+    config_dir.write({**BASE_CLUSTER, "proxmox_nod": "pve1", "other_tool_key": 1}, GOOD_NODES)
     result = load_config(ConfigPaths(config_dir.cluster, config_dir.nodes))
     assert [str(w) for w in result.warnings] == [
-        f"{config_dir.cluster}:7: proxmox_nodes: warning: unknown key (did you mean 'proxmox_node'?)"
+        f"{config_dir.cluster}:7: proxmox_nod: warning: unknown key (did you mean 'proxmox_node'?)"
     ]
 
 

@@ -10,12 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from config import ConfigError
+from config import ConfigError, InfraConfig
 from main import EXIT_BAD_INPUT, OutputDirError, report
 from workflow import secrets as sec
 from workflow.confirm import confirm, split_yes
 from workflow.demo import run_demo
 from workflow.errors import WorkflowError
+from workflow.rollout import rolling_apply, split_rollout_args
 from workflow.synth import ensure_synth, load, synth
 from workflow.tofu import Tofu
 from workflow.toolchain import tools_env
@@ -36,6 +37,10 @@ TOFU_COMMANDS = (
 
 
 def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
+    return _tofu_and_config(ws, need_init=need_init)[0]
+
+
+def _tofu_and_config(ws: Workspace, *, need_init: bool = True) -> tuple[Tofu, InfraConfig]:
     config = load(ws)
     output = ensure_synth(ws, config)
     env = tools_env()
@@ -49,7 +54,7 @@ def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
     tofu = Tofu(output.parent, {**env, **secrets.tofu_env()})
     if need_init:
         tofu.ensure_init()
-    return tofu
+    return tofu, config
 
 
 # Destructive commands and what the confirmation says; asked before any other work.
@@ -68,15 +73,15 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
             raise WorkflowError("force-unlock needs the lock id: task infra:force-unlock LOCK_ID=<id>")
         confirm(f"force-unlock state lock {args[0]}", yes)
         return _tofu(ws).run("force-unlock", "-force", args[0])
+    rollout_options, args = split_rollout_args(args) if command in ("apply", "apply-auto") else (None, args)
     if command in CONFIRM:
         confirm(CONFIRM[command], yes)
-    tofu = _tofu(ws)
+    tofu, config = _tofu_and_config(ws)
     if command == "plan":
         return tofu.plan(args)
-    if command == "apply":
-        return tofu.apply_saved_plan(args)
-    if command == "apply-auto":
-        return tofu.run("apply", "-input=false", "-auto-approve", *args)
+    if rollout_options is not None:  # apply, apply-auto
+        # Changes that restart VMs roll out node by node (workflow/rollout/).
+        return rolling_apply(tofu, config, rollout_options, args, saved_plan=command == "apply")
     if command == "destroy":
         return tofu.run("destroy", "-input=false", "-auto-approve", *args)
     if command == "state-list":

@@ -67,7 +67,7 @@ class Tofu:
             stamp.write_text(self.config_digest() + "\n")
         return code
 
-    def apply_saved_plan(self, args: Sequence[str]) -> int:
+    def check_saved_plan(self) -> None:
         plan, stamp = self.stack_dir / PLAN_FILE, self.stack_dir / PLAN_STAMP
         if not plan.exists() or not stamp.exists():
             raise WorkflowError("no saved plan: run `task infra:plan` first")
@@ -76,9 +76,9 @@ class Tofu:
                 "the saved plan was made from a different synthesized config (cdk.tf.json "
                 "changed since `task infra:plan`); run `task infra:plan` again and review it"
             )
-        code = self.run("apply", "-input=false", *args, PLAN_FILE)
-        stamp.unlink(missing_ok=True)  # a plan applies once
-        return code
+
+    def forget_saved_plan(self) -> None:
+        (self.stack_dir / PLAN_STAMP).unlink(missing_ok=True)  # a plan applies once
 
 
 class TofuFailed(WorkflowError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,8 +26,20 @@ GENERATOR_METADATA = cdktf.TerraformProviderGeneratorMetadata(
 )
 
 
+# A cdktf token standing alone (a reference such as an ISO's id): cdktf resolves it.
+_TOKEN = re.compile(r"\$\{TfToken\[TOKEN\.[0-9]+\]\}")
+
+
 def to_terraform(value: Any) -> Any:
-    """Config classes -> plain JSON values, leaving out what is unset (None)."""
+    """Config classes -> plain JSON values, leaving out what is unset (None). tofu reads
+    every JSON string as a template, so `${` and `%{` in a value are escaped (`$${`,
+    `%%{`): whatever a value holds reaches the provider as written, never evaluated."""
+    if isinstance(value, str):
+        if "{" not in value or _TOKEN.fullmatch(value):
+            return value
+        if "${TfToken[" in value:  # cdktf would resolve it even escaped: refuse, never guess
+            raise ValueError("a value that looks like a cdktf token cannot be written as text")
+        return value.replace("${", "$${").replace("%{", "%%{")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             f.name: to_terraform(v)

@@ -123,6 +123,7 @@ class VirtualEnvironmentVm(ProxmoxResource):
         id_: str,
         *,
         node_name: str,
+        migrate: bool | None = None,
         name: str | None = None,
         vm_id: int | None = None,
         description: str | None = None,
@@ -157,6 +158,7 @@ class VirtualEnvironmentVm(ProxmoxResource):
     ) -> None:
         attrs = attributes(
             node_name=node_name,
+            migrate=migrate,
             name=name,
             vm_id=vm_id,
             description=description,

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Time the 3 + 3 memory change: the rolling apply vs one `tofu apply` (all at once).
+
+    .venv/bin/python bench/rollout_bench.py [--runs 3] [--boot-secs 2] [--time-scale 0.25]
+
+Each run starts a fresh fakepve (VMs take --boot-secs simulated seconds to shut down and
+again to start, times --time-scale in real time) and a local state, creates the example
+cluster (3 controllers, 3 workers; every node from the role defaults), raises the memory
+of both roles, and applies it either with `python -m workflow apply-auto --yes` (the
+rolling apply) or with `tofu apply`. The two kinds alternate run by run (interleaved), so
+both see the same load; reported are the medians, every run and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devenv.fakepve import FakePveServer  # noqa: E402
+from devenv.tools import Tools, ensure_tools  # noqa: E402
+from devenv.workspace import Workspace, example_cluster, example_nodes  # noqa: E402
+
+MORE_MEMORY = {
+    "proxmox_vm_controller_defaults": {"cores": 4, "memory": 10240, "disk_size": 64},
+    "proxmox_vm_worker_defaults": {"cores": 8, "memory": 18432, "disk_size": 256},
+}
+
+
+def nodes() -> list[dict[str, Any]]:
+    out = example_nodes()
+    for node in out:
+        node["address"] = "127.77.0." + str(node["address"]).rsplit(".", 1)[1]  # loopback only
+        node.pop("vm_memory", None)
+    return out
+
+
+def write(ws: Workspace, pve: FakePveServer, **overrides: Any) -> None:
+    cluster = example_cluster()
+    cluster.update(
+        node_cidr="127.77.0.0/24",
+        node_default_gateway="127.77.0.1",
+        cluster_api_addr="127.77.0.100",
+        cluster_dns_gateway_addr="127.77.0.101",
+        proxmox_api_url=pve.url,
+        proxmox_insecure=True,
+        **overrides,
+    )
+    ws.cluster_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
+    ws.nodes_path.write_text(yaml.safe_dump({"nodes": nodes()}, sort_keys=False))
+
+
+def one_run(tmp: Path, tools: Tools, rolling: bool, boot_secs: float, scale: float) -> float:
+    with FakePveServer(time_scale=scale) as pve:
+        pve.wait_ready()
+
+        def setup(p: Any) -> None:
+            p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in nodes()})
+            p.boot_secs = boot_secs
+
+        pve.call(setup)
+        ws = Workspace(tmp, tools, pve)
+        ws.root.mkdir(parents=True, exist_ok=True)
+        write(ws, pve)
+        ws.synth()
+        ws.init()
+        ws.apply()
+        write(ws, pve, **MORE_MEMORY)
+        ws.synth()
+        if not rolling:
+            return ws.apply().seconds
+        env = {
+            **ws.env(),
+            "CLUSTER_CONFIG": str(ws.cluster_path),
+            "NODES_CONFIG": str(ws.nodes_path),
+            "CDKTF_OUTDIR": str(ws.outdir),
+            "SECRETS_FILE": str(tmp / "none.sops.yaml"),
+        }
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "workflow", "apply-auto", "--yes", "--node-timeout", "60"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        seconds = time.monotonic() - started
+        if proc.returncode != 0 or "rollout: done: 6 nodes" not in proc.stdout:
+            raise SystemExit(f"rolling apply failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--boot-secs", type=float, default=2.0)
+    parser.add_argument("--time-scale", type=float, default=0.25)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    tools = ensure_tools()
+    runs: dict[str, list[float]] = {"one_go": [], "rolling": []}
+    loads = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
+        for i in range(args.runs):
+            for kind in ("one_go", "rolling"):  # interleaved
+                where = Path(tmp) / f"{kind}-{i}"
+                runs[kind].append(one_run(where, tools, kind == "rolling", args.boot_secs, args.time_scale))
+                loads.append(os.getloadavg()[0])
+    result = {
+        "boot_secs": args.boot_secs,
+        "time_scale": args.time_scale,
+        "real_seconds_per_shutdown_or_start": args.boot_secs * args.time_scale,
+        "median_seconds": {k: round(statistics.median(v), 2) for k, v in runs.items()},
+        "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+        "load_1min": [round(x, 2) for x in loads],
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        each = result["real_seconds_per_shutdown_or_start"]
+        print(f"3 + 3 memory change, VM shutdown and start {each:g} s each")
+        for kind, label in (("one_go", "tofu apply (all at once)"), ("rolling", "rolling apply")):
+            print(
+                f"  {label:<26} median {result['median_seconds'][kind]:6.2f} s   runs {result['runs'][kind]}"
+            )
+        print(f"  load average (1 min) during the runs: {result['load_1min']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The rolling apply through `task`, against fakepve with reboots that take time.
+
+Nodes get loopback addresses (127.77.0.x) so the health check's Talos probe reaches the
+harness's fake Talos API (a listening socket per running VM) and nothing else. Every VM's
+power state is recorded by the fake (`power_log`); the assertions read it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devenv.fakepve import FakePveServer
+from devenv.state_server import StateServer
+from devenv.tools import ensure_tools
+from devenv.workspace import HttpState, example_cluster, example_nodes
+from devenv.workspace import Workspace as TofuWorkspace
+from tests.tasks.taskrun import TaskWorkspace
+
+pytestmark = pytest.mark.e2e
+
+BOOT_SECS = 2.0  # simulated seconds of each shutdown and start
+TIME_SCALE = 0.25  # -> 0.5 s of real time each: long enough for parallel stops to overlap
+CONTROLLERS = ("k8s-ctrl-0", "k8s-ctrl-1", "k8s-ctrl-2")
+WORKERS = ("k8s-work-0", "k8s-work-1", "k8s-work-2")
+Interval = tuple[float, float]
+
+
+def loopback_nodes() -> list[dict[str, Any]]:
+    """The example's 3 + 3 nodes on 127.77.0.x (node_cidr 127.77.0.0/24)."""
+    nodes = example_nodes()
+    for node in nodes:
+        node["address"] = "127.77.0." + str(node["address"]).rsplit(".", 1)[1]
+        node.pop("vm_memory", None)  # every controller from the role defaults
+    return nodes
+
+
+def loopback_cluster(pve: FakePveServer, **overrides: Any) -> dict[str, Any]:
+    cluster = example_cluster()
+    cluster.update(
+        node_cidr="127.77.0.0/24",
+        node_default_gateway="127.77.0.1",
+        cluster_api_addr="127.77.0.100",
+        cluster_dns_gateway_addr="127.77.0.101",
+        proxmox_api_url=pve.url,
+        proxmox_insecure=True,
+        **overrides,
+    )
+    return cluster
+
+
+@pytest.fixture
+def pve() -> Iterator[FakePveServer]:
+    with FakePveServer(time_scale=TIME_SCALE) as server:
+        server.wait_ready()
+
+        def setup(p: Any) -> None:
+            p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in loopback_nodes()})
+            p.boot_secs = BOOT_SECS
+
+        server.call(setup)
+        yield server
+
+
+@pytest.fixture
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
+    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
+        yield http_state
+
+
+class Cluster:
+    """A 3 + 3 cluster applied through `task`, its config editable."""
+
+    def __init__(self, root: Path, pve: FakePveServer, state: HttpState) -> None:
+        self.ws = TaskWorkspace(root)
+        self.pve = pve
+        self.state = state
+        self.write()
+        ok(self.ws.task("configure"))
+        ok(self.ws.task("infra:plan"))
+        ok(self.ws.task("infra:apply"))
+        assert self.memory() == {n: 8192 for n in CONTROLLERS} | {n: 16384 for n in WORKERS}
+        pve.call(lambda p: p.power_log.clear())
+
+    def write(self, **overrides: Any) -> None:
+        cluster = loopback_cluster(
+            self.pve,
+            tfstate_url=self.state.url,
+            tfstate_username=self.state.username,
+            tfstate_password=self.state.password,
+            proxmox_api_token_id=self.pve.token_id,
+            proxmox_api_token_secret=self.pve.token_secret,
+            **overrides,
+        )
+        self.ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
+        self.ws.nodes.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
+
+    def more_memory(self) -> None:
+        """+2 GiB on every node."""
+        self.write(
+            proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64},
+            proxmox_vm_worker_defaults={"cores": 8, "memory": 18432, "disk_size": 256},
+        )
+
+    def memory(self) -> dict[str, int]:
+        return self.pve.call(lambda p: {vm.name: int(vm.config["memory"]) for vm in p.vms})
+
+    def power_log(self) -> list[tuple[float, int, str, str]]:
+        return self.pve.call(lambda p: list(p.power_log))
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def stopped_intervals(log: list[tuple[float, int, str, str]]) -> dict[str, list[Interval]]:
+    """name -> [(stopped at, running again at)] from the fake's power log."""
+    out: dict[str, list[Interval]] = {}
+    down: dict[str, float] = {}
+    for at, _vmid, name, status in log:
+        if status != "running":
+            down.setdefault(name, at)
+        elif name in down:
+            out.setdefault(name, []).append((down.pop(name), at))
+    for name, at in down.items():
+        out.setdefault(name, []).append((at, float("inf")))
+    return out
+
+
+def overlapping(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for s1, e1 in intervals.get(a, []):
+                for s2, e2 in intervals.get(b, []):
+                    if s1 < e2 and s2 < e1:
+                        pairs.append((a, b))
+    return pairs
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, pve: FakePveServer, state: HttpState) -> Cluster:
+    return Cluster(tmp_path, pve, state)
+
+
+def test_memory_change_restarts_workers_first_then_one_controller_at_a_time(cluster: Cluster) -> None:
+    cluster.more_memory()
+    ok(cluster.ws.task("infra:plan"))
+    out = ok(cluster.ws.task("infra:apply", "--", "--node-timeout", "30")).stdout
+
+    order = re.findall(r"rollout:\s+\d+\. (\S+)\s+(worker|controller)\s+update: memory", out)
+    assert [n for n, _ in order] == [*WORKERS, *CONTROLLERS], out
+    assert "rollout: done: 6 nodes restarted" in out
+    assert cluster.memory() == {n: 10240 for n in CONTROLLERS} | {n: 18432 for n in WORKERS}
+    intervals = stopped_intervals(cluster.power_log())
+    assert sorted(intervals) == sorted([*WORKERS, *CONTROLLERS])
+    assert all(len(v) == 1 for v in intervals.values()), intervals  # each restarted once
+    assert overlapping(intervals, CONTROLLERS) == [], intervals
+    assert overlapping(intervals, WORKERS) == [], intervals  # --parallel 1
+    last_worker_up = max(intervals[w][0][1] for w in WORKERS)
+    assert last_worker_up <= min(intervals[c][0][0] for c in CONTROLLERS)
+    again = cluster.ws.task("infra:plan", "--", "-detailed-exitcode")
+    assert again.returncode == 0, again.stdout[-3000:]
+
+
+def test_plain_tofu_apply_stops_controllers_together(tmp_path: Path, pve: FakePveServer) -> None:
+    """The risk the rolling apply avoids, measured with the same recording: tofu alone
+    restarts VMs in parallel (so the assertion above can fail)."""
+    ws = TofuWorkspace(tmp_path / "plain", ensure_tools(), pve)
+    ws.cluster_path.parent.mkdir(parents=True, exist_ok=True)
+    ws.cluster_path.write_text(yaml.safe_dump(loopback_cluster(pve), sort_keys=False))
+    ws.nodes_path.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
+    ws.synth()
+    ws.init()
+    ws.apply()
+    pve.call(lambda p: p.power_log.clear())
+    ws.cluster_path.write_text(
+        yaml.safe_dump(
+            loopback_cluster(
+                pve, proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64}
+            ),
+            sort_keys=False,
+        )
+    )
+    ws.synth()
+    ws.apply()
+    intervals = stopped_intervals(pve.call(lambda p: list(p.power_log)))
+    assert len(overlapping(intervals, CONTROLLERS)) == 3, intervals  # all three at once
+
+
+def test_node_that_does_not_come_back_stops_the_rollout_and_a_second_run_finishes(cluster: Cluster) -> None:
+    cluster.pve.call(lambda p: p.set_talos_down("k8s-ctrl-1", True))
+    cluster.more_memory()
+    ok(cluster.ws.task("infra:plan"))
+    stopped = cluster.ws.task("infra:apply", "--", "--node-timeout", "3")
+    assert stopped.returncode != 0, stopped.stdout[-3000:] + stopped.stderr[-3000:]  # task: 201
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: rollout stopped [5/6]: k8s-ctrl-1 did not come back within 3 s: the Talos API "
+        "127.77.0.11:50000 did not answer (Connection refused); not restarted: k8s-ctrl-2; "
+        "run the task again to resume once it is back"
+    ], stopped.stderr
+    memory = cluster.memory()
+    assert memory["k8s-ctrl-1"] == 10240  # applied and restarted, not back
+    assert memory["k8s-ctrl-2"] == 8192  # untouched
+
+    first = stopped_intervals(cluster.power_log())
+    assert sorted(first) == sorted([*WORKERS, "k8s-ctrl-0", "k8s-ctrl-1"])
+
+    still = cluster.ws.task("infra:apply", "--", "--node-timeout", "2")  # not back yet: stops first
+    assert still.returncode != 0 and "k8s-ctrl-1 did not come back" in still.stderr, still.stderr
+    assert "checking k8s-ctrl-1 first" in still.stdout
+    assert stopped_intervals(cluster.power_log()) == first  # nothing else restarted
+
+    cluster.pve.call(lambda p: p.set_talos_down("k8s-ctrl-1", False))
+    resumed = ok(cluster.ws.task("infra:apply", "--", "--node-timeout", "30"))
+    assert "k8s-ctrl-1: healthy" in resumed.stdout
+    after = stopped_intervals(cluster.power_log())
+    assert {n: v for n, v in after.items() if n != "k8s-ctrl-2"} == first  # none restarted twice
+    assert len(after["k8s-ctrl-2"]) == 1
+    assert cluster.memory() == {n: 10240 for n in CONTROLLERS} | {n: 18432 for n in WORKERS}
+    assert not (cluster.ws.stack_dir / "rollout-state.json").exists()
+
+
+def test_a_tag_only_change_applies_in_one_go(cluster: Cluster) -> None:
+    cluster.write(proxmox_vm_advanced={"tags": ["kubernetes", "linux", "talos", "prod"]})
+    ok(cluster.ws.task("infra:plan"))
+    out = ok(cluster.ws.task("infra:apply"))
+    assert "rollout:" not in out.stdout + out.stderr  # nothing new printed
+    assert "0 added, 6 changed, 0 destroyed" in out.stdout
+    assert cluster.power_log() == []  # no VM stopped
+    tags = cluster.pve.call(lambda p: {vm.name: vm.config.get("tags") for vm in p.vms})
+    assert all("prod" in str(t) for t in tags.values()), tags
+
+
+def most_down_at_once(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> int:
+    events = sorted((t, d) for n in names for s, e in intervals.get(n, []) for t, d in ((s, 1), (e, -1)))
+    most = down = 0
+    for _t, delta in events:
+        down += delta
+        most = max(most, down)
+    return most
+
+
+def test_apply_auto_restarts_workers_two_at_a_time_with_parallel_2(cluster: Cluster) -> None:
+    cluster.more_memory()
+    out = ok(
+        cluster.ws.task("infra:apply-auto", "--", "--yes", "--parallel", "2", "--node-timeout", "30")
+    ).stdout
+    assert "workers first (2 workers at a time)" in out
+    assert "[1-2/6] k8s-work-0, k8s-work-1: applying" in out and "[3/6] k8s-work-2: applying" in out
+    intervals = stopped_intervals(cluster.power_log())
+    assert sorted(intervals) == sorted([*WORKERS, *CONTROLLERS])
+    assert most_down_at_once(intervals, WORKERS) == 2  # the first group went down together
+    assert most_down_at_once(intervals, CONTROLLERS) == 1
+    assert most_down_at_once(intervals, (*WORKERS, *CONTROLLERS)) == 2
+    assert cluster.memory() == {n: 10240 for n in CONTROLLERS} | {n: 18432 for n in WORKERS}
+    assert not (cluster.ws.stack_dir / "tfplan-auto").exists()
+
+
+def test_a_step_that_no_longer_matches_the_reviewed_plan_is_refused(cluster: Cluster) -> None:
+    cluster.more_memory()
+    ok(cluster.ws.task("infra:plan"))
+
+    def drift(p: Any) -> None:  # someone changed k8s-work-0 in Proxmox after the review
+        next(vm for vm in p.vms if vm.name == "k8s-work-0").config["cores"] = 2
+
+    cluster.pve.call(drift)
+    refused = cluster.ws.task("infra:apply")
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, refused.stderr
+    assert errors[0].startswith(
+        "error: [1/6] k8s-work-0: the plan now differs from the reviewed plan "
+        "(proxmox_virtual_environment_vm.talos_node_k8s_work_0: cpu[0].cores reviewed None, now 8)"
+    ), errors
+    assert "run `task infra:plan` again" in errors[0]
+    assert cluster.power_log() == []  # nothing restarted
+    assert cluster.memory() == {n: 8192 for n in CONTROLLERS} | {n: 16384 for n in WORKERS}
