@@ -22,6 +22,7 @@ if __name__ == "__main__":
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from cdktf_runtime import RuntimeUnavailable, load_cdktf
+from cdktf_runtime.node_flags import exit_now
 from config import ConfigError, InfraConfig, load_config
 from output_dir import OutputDirError, is_node_file_error, output_error, staged_output
 
@@ -118,4 +119,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.exit(main())
+    exit_now(main())

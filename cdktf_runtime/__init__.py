@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from cdktf_runtime.node_flags import add_heap_flags
+
 # cdktf 0.21's minimum ("Minimum required Node version updated to 20.9"). The variable
 # exists so that the tests can make the Node.js at hand too old; the guard reads it too.
 MIN_ENV = "TALOS_CDKTF_NODE_MIN"
@@ -42,6 +44,7 @@ def load_cdktf() -> ModuleType:
         where = "" if os.sep in node else " on PATH"
         raise RuntimeUnavailable(f"Node.js ({node}) not found{where}: {needed()}")
     _quiet_jsii_teardown()
+    add_heap_flags()
     _add_preload()
     try:
         import cdktf

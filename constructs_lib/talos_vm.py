@@ -121,6 +121,11 @@ class TalosVm(VirtualEnvironmentVm):
     def address(self) -> str:
         return f"{self.TF_RESOURCE_TYPE}.{self.spec.logical_id}"
 
+    def reference(self, attribute: str) -> str:
+        """`${<address>.<attribute>}`: what a cdktf token for the attribute renders to,
+        made without a jsii round trip (the id is the stack-level logical id, unchanged)."""
+        return "${" + f"{self.address}.{attribute}" + "}"
+
     @property
     def template_address(self) -> str:
         return TEMPLATE_ADDRESS.format(name=self.spec.name)

@@ -226,6 +226,16 @@ class Workspace:
         changes = [c for c in data.get("resource_changes", []) if c.get("mode") == "managed"]
         return PlanSummary(exitcode=result.returncode, changes=changes)
 
+    def cdktf(self, *args: str, ok: Sequence[int] = (0,), timeout: float = TOFU_TIMEOUT) -> Result:
+        """`npx cdktf ARGS` in the project, as a cdktf user runs it: the CLI runs the app
+        (cdktf.json) on this workspace's config into its cdktf.out, then tofu, found
+        through TERRAFORM_BINARY_NAME from setup-tools, with the credentials in its
+        environment."""
+        env = self.env()
+        env.update(CLUSTER_CONFIG=str(self.cluster_path), NODES_CONFIG=str(self.nodes_path), CI="1")
+        argv = ["npx", "--no-install", "cdktf", *args, "--output", str(self.outdir)]
+        return self._run(argv, cwd=ROOT, env=env, timeout=timeout, ok=ok)
+
     def state_list(self, chdir: Path | None = None) -> list[str]:
         return self.tofu("state", "list", chdir=chdir).stdout.split()
 

@@ -48,6 +48,14 @@ class ProxmoxStack(cdktf.TerraformStack):
         self._moved_from_template_layout()
         self._outputs()
 
+    def prepare_stack(self) -> None:
+        """Skips cdktf's preparing pass. Before synthesizing, cdktf renders every element
+        of every stack once to find references between stacks (and adds a local backend
+        to a stack without one). This app has one stack and always configures its backend,
+        so that pass finds nothing, yet it costs a jsii callback per resource and a second
+        resolution of the whole tree in node. tests/test_synth_calls.py checks that the
+        output is the same bytes with cdktf's pass."""
+
     def _moved_from_template_layout(self) -> None:
         """State written by the Jinja templates used for_each addresses (and the long,
         deprecated download-file type): move it, so the first plan destroys nothing."""
@@ -58,7 +66,8 @@ class ProxmoxStack(cdktf.TerraformStack):
     def _outputs(self) -> None:
         config = self.config
         outputs = {
-            "node_vm_ids": {v.spec.name: v.vm_id for v in self.vms},
+            # Built here: asking cdktf for a token would cost a jsii round trip per VM.
+            "node_vm_ids": {v.spec.name: v.reference("vm_id") for v in self.vms},
             "node_addresses": {v.spec.name: v.spec.address for v in self.vms},
             "controller_nodes": [v.name for v in config.controllers],
             "worker_nodes": [v.name for v in config.workers],

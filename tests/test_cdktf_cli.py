@@ -1,4 +1,6 @@
-"""`npx cdktf synth` (the CLI route) writes the same bytes as `python main.py`."""
+"""`npx cdktf synth` (the CLI route) writes the same bytes as `python main.py`, from a
+fresh shell: no activated virtual environment, no pipenv on PATH (cdktf.json runs the
+app through scripts/py, which finds the project's .venv itself)."""
 
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ def test_cdktf_synth_matches_main_py(example_dir: ConfigDir) -> None:
 
     cli_out = example_dir.root / "cli.out"
     env = {
-        **example_dir.env(),
-        "CDKTF_OUTDIR": str(cli_out),
+        "HOME": os.environ.get("HOME", str(example_dir.root)),
+        "PATH": fresh_shell_path(),
+        "CLUSTER_CONFIG": str(example_dir.cluster),
+        "NODES_CONFIG": str(example_dir.nodes),
         "CHECKPOINT_DISABLE": "1",
         "CI": "1",
-        "PIPENV_VENV_IN_PROJECT": "1",
-        "PIPENV_VERBOSITY": "-1",
     }
     # The CLI picks the directory itself (--output) and passes it to the app as CDKTF_OUTDIR.
     proc = subprocess.run(
@@ -40,6 +42,16 @@ def test_cdktf_synth_matches_main_py(example_dir: ConfigDir) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (cli_out / "stacks" / "proxmox" / "cdk.tf.json").read_bytes() == expected
+
+
+def fresh_shell_path() -> str:
+    """Node's directory and the system's: neither pipenv nor the project's venv on it."""
+    node = shutil.which("node")
+    assert node, "Node.js is required"
+    dirs = [os.path.dirname(node), "/usr/bin", "/bin"]
+    path = os.pathsep.join(d for d in dict.fromkeys(dirs) if shutil.which("pipenv", path=d) is None)
+    assert shutil.which("bash", path=path), "the test needs bash on the system PATH"
+    return path
 
 
 @pytest.mark.parametrize("var", ["CLUSTER_CONFIG", "NODES_CONFIG"])

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 
 from tfstate_server import lockinfo
@@ -18,7 +18,9 @@ from tfstate_server.accesslog import access_log_middleware
 from tfstate_server.auth import REALM_HEADER, Credentials
 from tfstate_server.drain import Drain
 from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
+from tfstate_server.lockwait import LockWaiters
 from tfstate_server.names import is_valid_name
+from tfstate_server.ratelog import RateLimitedLog
 from tfstate_server.statebody import (
     HistoryPolicy,
     InvalidState,
@@ -33,12 +35,17 @@ from tfstate_server.storage.base import (
     Staged,
     StateKey,
     Store,
+    StoreFault,
+    WouldBlock,
     WriteRequest,
 )
 
 log = logging.getLogger("tfstate_server")
 T = TypeVar("T")
 ANONYMOUS = "anonymous"  # the namespace when auth is off
+STORE_ERRORS = RateLimitedLog(log, "store errors")
+# Larger bodies are checked in a thread, so the event loop never stalls for long.
+INLINE_PARSE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -48,14 +55,25 @@ class ServerConfig:
     max_state_bytes: int
     history: HistoryPolicy
     allow_force_unlock: bool = True
+    body_timeout: float = 60.0  # seconds for a whole request body to arrive
 
 
 CONFIG = web.AppKey("config", ServerConfig)
+WAITERS = web.AppKey("lock_waiters", LockWaiters)
 Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
 
 
+class ClientError(Exception):
+    """A request this server refuses before doing anything: status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -71,8 +89,34 @@ async def _blocking(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
 
+async def _lock_call(store: Store, method: Callable[..., None], *args: Any) -> None:
+    """lock/unlock: on the event loop for a store whose locks are quick local I/O (a
+    thread hop costs two scheduler waits, which dominate on a busy machine), unless
+    they would wait for another holder of the store's mutex; else in a thread."""
+    if store.quick_locks:
+        try:
+            return method(*args, wait=False)
+        except WouldBlock:
+            pass
+    await _blocking(method, *args)
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is over limit (without reading all of it)."""
+    """The body, or None when it is over limit (without reading all of it); a body that
+    does not arrive within the configured time is a 408 (slow clients hold no slot)."""
+    timeout = request.app[CONFIG].body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body_now(request, limit)
+    except TimeoutError:
+        raise ClientError(408, f"request body not received within {timeout:g} s") from None
+    except ConnectionError:
+        # The client went away mid-body: its mistake, nothing was written; the answer
+        # is for the access log only.
+        raise ClientError(400, "connection closed before the body was complete") from None
+
+
+async def _read_body_now(request: web.Request, limit: int) -> bytes | None:
     if request.content_length is not None:
         if request.content_length > limit:
             return None
@@ -80,8 +124,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
             return b""
         try:
             return await request.content.readexactly(request.content_length)
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionResetError("client sent less than its Content-Length") from exc
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("client sent less than its Content-Length") from None
     buf = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         buf += chunk
@@ -103,9 +147,29 @@ async def get_state(request: web.Request, key: StateKey, _: list[str]) -> web.St
     return web.Response(body=body, content_type="application/json")
 
 
+def _query_id(request: web.Request) -> str | None:
+    """The ?ID of a write, read strictly from the raw query: one at most, UTF-8."""
+    raw = request.raw_path.partition("?")[2]
+    found: list[str] = []
+    for pair in raw.split("&") if raw else []:
+        name, _, value = pair.partition("=")
+        try:
+            name = urllib.parse.unquote_plus(name, errors="strict")
+            value = urllib.parse.unquote_plus(value, errors="strict")
+        except UnicodeDecodeError:
+            raise ClientError(400, "query is not UTF-8") from None
+        if name == "ID":
+            found.append(value)
+    if len(found) > 1:
+        raise ClientError(400, "query has more than one ID")
+    if found and not found[0].isprintable():
+        raise ClientError(400, "lock ID in the query has control characters")
+    return found[0] if found and found[0] else None
+
+
 async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
     config = request.app[CONFIG]
-    lock_id = request.query.get("ID") or None
+    lock_id = _query_id(request)
     request["tfstate_lock"] = lock_id
     body = await _read_body(request, config.max_state_bytes)
     if body is None:
@@ -115,12 +179,20 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
     md5 = request.headers.get("Content-MD5")
     store = config.store
     write = WriteRequest(key=key, body=body, who=request["tfstate_user"], created=lockinfo.now_rfc3339())
-    # Validate while the store stages the body (writes and syncs a temp file): the JSON
-    # parse holds the GIL, the MD5 and the file I/O release it, so they overlap.
-    checked = asyncio.gather(_blocking(check_md5, body, md5), _blocking(parse_state, body))
+    # The JSON check is fast (simdjson): done first, so a refused body never touches the
+    # store. The MD5 (which releases the GIL) then runs while the store stages the body
+    # (writes and syncs a temp file); a mismatch discards the staged file.
+    try:
+        if len(body) <= INLINE_PARSE_BYTES:
+            meta = parse_state(body)
+        else:
+            meta = await _blocking(parse_state, body)
+    except InvalidState as exc:
+        return _error(400, str(exc))
     staging = asyncio.ensure_future(_blocking(store.stage, write))
     try:
-        _, meta = await checked
+        if md5 is not None:
+            await _blocking(check_md5, body, md5)
     except InvalidState as exc:
         await _discard(staging)
         return _error(400, str(exc))
@@ -179,8 +251,17 @@ async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamR
     except InvalidLockInfo as exc:
         return _error(400, str(exc))
     request["tfstate_lock"] = info.id
+    store = request.app[CONFIG].store
+    # Under contention most LOCKs meet a held lock: they see it without a thread, a
+    # flock or a write, and wait a moment for its release (see lockwait).
+    holder = store.peek_lock(key)
+    if holder is not None and holder.id != info.id:
+        await request.app[WAITERS].wait(key)
+        holder = store.peek_lock(key)
+        if holder is not None and holder.id != info.id:
+            return _locked(holder)
     try:
-        await _blocking(request.app[CONFIG].store.lock, key, info)
+        await _lock_call(store, store.lock, key, info)
     except LockHeld as exc:
         return _locked(exc.holder)
     except StateConflict as exc:
@@ -192,9 +273,9 @@ def _unlock_id(body: bytes) -> str:
     """The ID from an UNLOCK body. Terraform resends its LOCK body; OpenTofu >= 1.10
     sends LockInfo whose other fields are zero values on force-unlock."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidLockInfo("unlock body is not JSON") from exc
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidLockInfo("unlock body is not UTF-8 JSON") from None
     lock_id = data.get("ID") if isinstance(data, dict) else None
     if not isinstance(lock_id, str) or not lock_id:
         raise InvalidLockInfo("unlock body has no ID")
@@ -223,11 +304,12 @@ async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.Strea
                 return web.Response(status=200)
             return _locked(holder)
     try:
-        await _blocking(config.store.unlock, key, lock_id)
+        await _lock_call(config.store, config.store.unlock, key, lock_id)
     except LockHeld as exc:
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
+    request.app[WAITERS].released(key)
     return web.Response(status=200)
 
 
@@ -240,8 +322,9 @@ async def list_versions(request: web.Request, key: StateKey, _: list[str]) -> we
 
 
 async def get_version(request: web.Request, key: StateKey, rest: list[str]) -> web.StreamResponse:
-    if not rest[0].isdigit() or len(rest[0]) > 18:
-        return _error(400, "serial must be a non-negative integer")
+    # isdigit() alone would let "²" or Arabic-Indic digits through to int().
+    if not (rest[0].isascii() and rest[0].isdigit()) or len(rest[0]) > 19:
+        return _error(400, "serial must be a non-negative integer of ASCII digits")
     body = await _blocking(request.app[CONFIG].store.read_version, key, int(rest[0]))
     if body is None:
         return _error(404, f"no kept version with serial {rest[0]}")
@@ -314,13 +397,32 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     handler = methods.get(request.method)
     if handler is None:
         return _method_not_allowed(methods)
-    return await handler(request, StateKey(user, name), rest[1:])
+    key = StateKey(user, name)
+    try:
+        return await handler(request, key, rest[1:])
+    except ClientError as exc:
+        response = _error(exc.status, exc.reason)
+        if exc.status in (400, 408):
+            response.force_close()  # the rest of a body may still come
+        return response
+    except StoreFault as exc:
+        # The details (paths, endpoints) go to the log, at a bounded rate; the client
+        # gets the reason, and a hint to its retry logic (go-retryablehttp honours
+        # Retry-After on 503).
+        STORE_ERRORS.log("%s %s: %s (%s)", request.method, key, exc.reason, exc.detail)
+        response = _error(exc.status, exc.reason)
+        if exc.status == 503:
+            response.headers["Retry-After"] = "5"
+        return response
 
 
-def make_app(config: ServerConfig, drain: Drain | None = None) -> web.Application:
-    middlewares = [access_log_middleware] + ([drain.middleware] if drain else [])
+def make_app(
+    config: ServerConfig, drain: Drain | None = None, *extra: Callable[..., Awaitable[web.StreamResponse]]
+) -> web.Application:
+    middlewares = [*extra, access_log_middleware] + ([drain.middleware] if drain else [])
     # Bodies are read by the handlers with their own limits.
     app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[CONFIG] = config
+    app[WAITERS] = LockWaiters()
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -23,9 +23,15 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+VALID_CACHE_ENTRIES = 64
+
+
 @dataclass
 class Credentials:
     _users: dict[str, bytes] = field(default_factory=dict)
+    # Authorization headers already found valid, so a keep-alive client's requests skip
+    # the digests. Only valid headers are kept: a miss takes the constant-time path.
+    _valid: dict[str, str] = field(default_factory=dict)
 
     def add(self, username: str, password: str, source: str) -> None:
         # The user name becomes a directory / key prefix, like in the tfstate-worker.
@@ -42,6 +48,17 @@ class Credentials:
         """The user name if the Authorization header is valid, else None."""
         if not header or header[:6].lower() != "basic ":
             return None
+        known = self._valid.get(header)
+        if known is not None:
+            return known
+        username = self._check(header)
+        if username is not None:
+            if len(self._valid) >= VALID_CACHE_ENTRIES:
+                self._valid.clear()
+            self._valid[header] = username
+        return username
+
+    def _check(self, header: str) -> str | None:
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
         except (binascii.Error, ValueError):

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from tfstate_server import auth
 from tfstate_server.app import ServerConfig
+from tfstate_server.connections import DEFAULT_MAX_CONNECTIONS
 from tfstate_server.statebody import HistoryPolicy
 from tfstate_server.storage import DEFAULT_STORE, StoreURLError, open_store
 
@@ -21,6 +22,8 @@ PROG = "tfstate-server"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_STATE = "64M"
 DEFAULT_KEEP_VERSIONS = 50
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
 
 EPILOG = """\
 environment:
@@ -73,6 +76,13 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 <= value <= 3600:
         raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"expected at least 0.1 seconds, got {text!r}")
     return value
 
 
@@ -179,6 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long to wait for in-flight requests (default: 30)",
     )
     serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open client connections at most (also kept below the open-file limit); "
+        "at the cap a new connection closes the oldest idle one "
+        f"(default: {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=_timeout,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose request headers are not complete this long after "
+        "it was opened or its last answer (also the keep-alive timeout; "
+        f"default: {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_timeout,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help=f"answer 408 to a request whose body takes longer (default: {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    serve.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -226,12 +261,15 @@ def _config(args: argparse.Namespace) -> tuple[ServerConfig, str, int]:
             allow_lineage_change=args.allow_lineage_change,
         ),
         allow_force_unlock=not args.no_force_unlock,
+        body_timeout=args.body_timeout,
     )
     return config, host, port
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tfstate_server.serve import ListenError, serve
+    import uvloop
+
+    from tfstate_server.serve import Limits, ListenError, serve
 
     try:
         args = build_parser().parse_args(argv)
@@ -242,7 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         logging.getLogger("botocore").setLevel(logging.WARNING)
         config, host, port = _config(args)
-        asyncio.run(serve(config, host, port, args.shutdown_timeout))
+        limits = Limits(
+            shutdown_timeout=args.shutdown_timeout,
+            header_timeout=args.header_timeout,
+            max_connections=args.max_connections,
+        )
+        # uvloop: the same asyncio API, with the loop and its sockets in C.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(config, host, port, limits))
     except UsageError as exc:
         print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
         return 2

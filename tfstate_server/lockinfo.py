@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 # Fields of the clients' statemgr.LockInfo; all are strings on the wire.
 FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
@@ -25,7 +27,7 @@ class LockInfo:
         return self.fields["ID"]
 
     def to_json(self) -> bytes:
-        return json.dumps(self.fields, separators=(",", ":")).encode()
+        return orjson.dumps(self.fields)
 
 
 def now_rfc3339() -> str:
@@ -33,22 +35,26 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# RFC 3339 as Go's time.Time reads it: ASCII digits only, "T", "Z" or a +hh:mm offset.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
 def _parse_created(value: str) -> None:
-    # Go accepts "Z" or an offset; Python's fromisoformat accepts both, but at most 6
-    # fractional digits, and Go sends 9: trim them before checking.
-    head, dot, rest = value.partition(".")
-    if dot:
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        if digits == 0:
-            raise InvalidLockInfo("Created has an empty fraction")
-        rest = rest[: min(digits, 6)] + rest[digits:]
-        value = f"{head}.{rest}"
-    if "T" not in value or not (value.endswith("Z") or value[-6] in "+-"):
-        raise InvalidLockInfo("Created is not RFC 3339")
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise InvalidLockInfo("lock field Created is not an RFC 3339 timestamp")
+    year, month, day, hour, minute, second = (int(match.group(n)) for n in range(1, 7))
+    offset_hours = int(match.group(9) or 0)
+    offset_minutes = int(match.group(10) or 0)
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidLockInfo("Created is not RFC 3339") from exc
+        datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise InvalidLockInfo("lock field Created is not a valid date and time") from None
+    if offset_hours > 23 or offset_minutes > 59:
+        raise InvalidLockInfo("lock field Created has an invalid UTC offset")
 
 
 def parse(body: bytes, *, require_id: bool = True) -> LockInfo:
@@ -56,9 +62,9 @@ def parse(body: bytes, *, require_id: bool = True) -> LockInfo:
     if len(body) > MAX_LOCK_BODY:
         raise InvalidLockInfo("lock body too large")
     try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidLockInfo("lock body is not JSON") from exc
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidLockInfo("lock body is not UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise InvalidLockInfo("lock body is not a JSON object")
     fields: dict[str, str] = {}
@@ -78,5 +84,5 @@ def parse(body: bytes, *, require_id: bool = True) -> LockInfo:
 
 def from_stored(raw: bytes) -> LockInfo:
     """Read back a lock this server wrote (trusted, already normalised)."""
-    data = json.loads(raw)
+    data = orjson.loads(raw)
     return LockInfo({key: str(data.get(key, "")) for key in FIELDS})

@@ -167,6 +167,7 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    open_files: int | None = None  # RLIMIT_NOFILE of the server process, if set
     _starts: int = 0
 
     @property
@@ -190,8 +191,18 @@ class Server:
             self.store,
             *self.args,
         ]
+        limit = self.open_files
+
+        def limit_open_files() -> None:
+            if limit is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=log, preexec_fn=limit_open_files
+            )
 
         def listening() -> int | None:
             if self.proc is not None and self.proc.poll() is not None:
@@ -225,9 +236,17 @@ class Server:
         return request(self.port, method, path, body, **kw)
 
 
+def store_files(store: str) -> list[str]:
+    """Every file of a file:// store, relative to it (for orphan checks)."""
+    root = Path(store.removeprefix("file://"))
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
 @contextmanager
-def running_server(store: str, workdir: Path, *args: str, **env: str) -> Iterator[Server]:
-    server = Server(store=store, workdir=workdir, args=list(args), env=dict(env))
+def running_server(
+    store: str, workdir: Path, *args: str, open_files: int | None = None, **env: str
+) -> Iterator[Server]:
+    server = Server(store=store, workdir=workdir, args=list(args), env=dict(env), open_files=open_files)
     try:
         yield server.start()
     finally:
@@ -272,10 +291,11 @@ class Moto:
 @contextmanager
 def running_moto(workdir: Path) -> Iterator[Moto]:
     port = free_port()
-    moto_server = Path(sys.executable).parent / "moto_server"
+    # moto's own app, one request at a time (see serial_moto.py).
+    serial_moto = Path(__file__).with_name("serial_moto.py")
     with open(workdir / "moto.log", "wb") as log:
         proc = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+            [sys.executable, str(serial_moto), "127.0.0.1", str(port)], stdout=log, stderr=log
         )
     try:
 

@@ -19,6 +19,26 @@ class LockHeld(Exception):
         self.holder = holder
 
 
+class StoreFault(Exception):
+    """The store cannot do what was asked, through no fault of the client: 507 when it is
+    full, else 503. Nothing was changed (or the change was rolled back)."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason  # for the client
+        self.detail = detail  # for the log only (paths, endpoints)
+
+
+class StoreMissing(StoreFault):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(503, reason, detail)
+
+
+class WouldBlock(Exception):
+    """A call with wait=False would have to wait for another holder of the store's mutex."""
+
+
 class LockNotHeld(Exception):
     """A write named a lock that nobody holds any more (e.g. force-unlocked): 409."""
 
@@ -99,6 +119,9 @@ class Staged(abc.ABC):
 
 class Store(abc.ABC):
     url: str
+    # True if lock() and unlock() are quick local I/O that may run on the event loop
+    # when called with wait=False (they raise WouldBlock rather than wait).
+    quick_locks: bool = False
 
     @abc.abstractmethod
     def read_state(self, key: StateKey) -> bytes | None: ...
@@ -121,12 +144,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read_lock(self, key: StateKey) -> LockInfo | None: ...
 
+    def peek_lock(self, key: StateKey) -> LockInfo | None:
+        """The holder if it can be had without blocking and without the store's mutual
+        exclusion, else None (also when unlocked). Only ever used to refuse a LOCK: a
+        holder seen here held the lock at that instant, so a 423 is right."""
+        return None
+
     @abc.abstractmethod
-    def lock(self, key: StateKey, info: LockInfo) -> None:
+    def lock(self, key: StateKey, info: LockInfo, wait: bool = True) -> None:
         """Take the lock, or succeed if info.id already holds it; else LockHeld."""
 
     @abc.abstractmethod
-    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+    def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
         """Release the lock if lock_id holds it, or any lock if lock_id is None (force);
         LockHeld if another ID holds it. Unlocking an unlocked state succeeds."""
 

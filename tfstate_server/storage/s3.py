@@ -16,9 +16,11 @@ checks hold across replicas.
 from __future__ import annotations
 
 import contextlib
+import functools
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import boto3
 import botocore.config
@@ -32,6 +34,7 @@ from tfstate_server.storage.base import (
     Staged,
     StateKey,
     Store,
+    StoreFault,
     VersionInfo,
     WriteRequest,
     may_lock,
@@ -45,8 +48,36 @@ _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKe
 _UNSUPPORTED_CODES = {"NotImplemented", "501"}
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 def _code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _store_io(method: Callable[P, R]) -> Callable[P, R]:
+    """Errors of the bucket (gone, access denied, unreachable) become 503 StoreFaults.
+    A write fails before its conditional put of the state, or after it (then the state
+    is whole and its version object is restored by the next write, see commit)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            code = _code(exc)
+            reason = {
+                "NoSuchBucket": "the store's bucket does not exist",
+                "AccessDenied": "access to the store's bucket was denied",
+                "403": "access to the store's bucket was denied",
+            }.get(code, f"the store answered {code or 'an error'}")
+            raise StoreFault(503, reason, f"s3 store {method.__name__}: {exc}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            detail = f"s3 store {method.__name__}: {exc}"
+            raise StoreFault(503, "the store cannot be reached", detail) from None
+
+    return wrapper
 
 
 def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
@@ -122,6 +153,7 @@ class S3Store(Store):
 
     # -- state -----------------------------------------------------------------------
 
+    @_store_io
     def read_state(self, key: StateKey) -> bytes | None:
         got = self._get(self._state_key(key))
         return None if got is None else got[0]
@@ -157,6 +189,7 @@ class S3Store(Store):
     def _version_key(self, key: StateKey, number: int) -> str:
         return f"{self._versions_prefix(key)}{number:010d}"
 
+    @_store_io
     def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
         request = staged.request
         key = request.key
@@ -248,9 +281,11 @@ class S3Store(Store):
                 result.append((self._version_info(number, head), object_key))
         return result
 
+    @_store_io
     def list_versions(self, key: StateKey) -> list[VersionInfo]:
         return [info for info, _ in self._listing(key)]
 
+    @_store_io
     def read_version(self, key: StateKey, serial: int) -> bytes | None:
         for info, object_key in self._listing(key):
             if info.serial == serial:
@@ -267,11 +302,13 @@ class S3Store(Store):
             return None
         return lockinfo.from_stored(got[0]), got[1]
 
+    @_store_io
     def read_lock(self, key: StateKey) -> LockInfo | None:
         got = self._read_lock_with_etag(key)
         return None if got is None else got[0]
 
-    def lock(self, key: StateKey, info: LockInfo) -> None:
+    @_store_io
+    def lock(self, key: StateKey, info: LockInfo, wait: bool = True) -> None:
         for _ in range(MAX_ATTEMPTS):
             try:
                 self.s3.put_object(
@@ -292,7 +329,8 @@ class S3Store(Store):
             return  # already held by this ID
         raise StateConflict("the lock changed repeatedly; try again")
 
-    def unlock(self, key: StateKey, lock_id: str | None) -> None:
+    @_store_io
+    def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
         for _ in range(MAX_ATTEMPTS):
             got = self._read_lock_with_etag(key)
             if got is None:
