@@ -151,6 +151,8 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
         # names in talos_down keep theirs closed.
         self.talos_addresses: dict[str, str] = {}
         self.talos_down: set[str] = set()
+        # Fake Talos APIs that could not listen (the address in use): a reason for a test.
+        self.talos_errors: list[str] = []
         self._talos_sockets: dict[int, socket.socket] = {}
         self.vms = RecordedVms(self)
 
@@ -191,7 +193,14 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
                 raise ValueError(f"the fake Talos API listens on loopback only, not {address}")
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, TALOS_PORT))
+            try:
+                sock.bind((address, TALOS_PORT))
+            except OSError as exc:
+                # Raised from a power change, it would end fakepve's task without an end
+                # (the provider then waits for ever): the node stays down, and says why.
+                sock.close()
+                self.talos_errors.append(f"{name}: cannot listen on {address}:{TALOS_PORT}: {exc}")
+                return
             sock.listen(16)  # the kernel completes connections; nothing is read
             self._talos_sockets[vm.vmid] = sock
         elif not up and sock is not None:
