@@ -178,7 +178,7 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
     md5 = request.headers.get("Content-MD5")
     store = config.store
     write = WriteRequest(key=key, body=body, who=request["tfstate_user"], created=lockinfo.now_rfc3339())
-    # The JSON check is fast (simdjson): done first, so a refused body never touches the
+    # The JSON check is fast (simdjson): done first, so a body it refuses never touches the
     # store. Then one thread does the rest (one hop: each costs scheduler waits on a busy
     # machine): it writes the temp file, checks the MD5 while the disk writes it, syncs
     # it and commits; a mismatch removes the temp file.

@@ -5,7 +5,6 @@ that follows then waits only for what is left. A no-op where the call is missing
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from collections.abc import Callable
 
@@ -16,7 +15,7 @@ def _load() -> Callable[[int], None]:
     if not sys.platform.startswith("linux"):
         return lambda fd: None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's
         call = libc.sync_file_range
     except (OSError, AttributeError):
         return lambda fd: None
