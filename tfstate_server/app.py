@@ -32,7 +32,6 @@ from tfstate_server.statebody import (
 from tfstate_server.storage.base import (
     LockHeld,
     LockNotHeld,
-    Staged,
     StateKey,
     Store,
     StoreFault,
@@ -179,9 +178,10 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
     md5 = request.headers.get("Content-MD5")
     store = config.store
     write = WriteRequest(key=key, body=body, who=request["tfstate_user"], created=lockinfo.now_rfc3339())
-    # The JSON check is fast (simdjson): done first, so a refused body never touches the
-    # store. The MD5 (which releases the GIL) then runs while the store stages the body
-    # (writes and syncs a temp file); a mismatch discards the staged file.
+    # The JSON check is fast (simdjson): done first, so a body it refuses never touches the
+    # store. Then one thread does the rest (one hop: each costs scheduler waits on a busy
+    # machine): it writes the temp file, checks the MD5 while the disk writes it, syncs
+    # it and commits; a mismatch removes the temp file.
     try:
         if len(body) <= INLINE_PARSE_BYTES:
             meta = parse_state(body)
@@ -189,19 +189,14 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
             meta = await _blocking(parse_state, body)
     except InvalidState as exc:
         return _error(400, str(exc))
-    staging = asyncio.ensure_future(_blocking(store.stage, write))
-    try:
-        if md5 is not None:
-            await _blocking(check_md5, body, md5)
-    except InvalidState as exc:
-        await _discard(staging)
-        return _error(400, str(exc))
-    except BaseException:
-        await _discard(staging)
-        raise
-    staged = await staging
+    verify = functools.partial(check_md5, body, md5)
 
     def store_it() -> int:
+        try:
+            staged = store.stage(write, verify)
+        except StoreFault:
+            verify()  # a refused body is the client's 400 whatever the store's state
+            raise
         try:
             check = functools.partial(_check_history, config.history, meta)
             return store.commit(staged, meta, lock_id, check)
@@ -210,6 +205,8 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
 
     try:
         version = await _blocking(store_it)
+    except InvalidState as exc:
+        return _error(400, str(exc))
     except LockHeld as exc:
         return _locked(exc.holder)
     except LockNotHeld:
@@ -218,14 +215,6 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
         return _error(409, str(exc))
     request["tfstate_version"] = version
     return web.Response(status=200)
-
-
-async def _discard(staging: asyncio.Future[Staged]) -> None:
-    try:
-        staged = await staging
-    except Exception:
-        return  # staging failed: nothing to clean up
-    await _blocking(staged.discard)
 
 
 def _check_history(policy: HistoryPolicy, new: StateMeta, current: StateMeta | None) -> None:

@@ -4,6 +4,7 @@
 //	loadclient cycle -state URL -lock URL -user U -password P -size 1000000 -n 40
 //	loadclient get   -state URL -lock URL ... -size 100000 -clients 16 -seconds 5
 //	loadclient locks -lock URL[,URL...] ... -clients 50 -seconds 5
+//	loadclient null  127.0.0.1:PORT   (a server doing nothing: the client's floor)
 //
 // It prints one JSON object. Standard library only.
 package main
@@ -207,7 +208,20 @@ func locks(t *target, clients int, seconds float64) map[string]any {
 	}
 }
 
+// null serves every request with a 200 after reading its body: the floor of a cycle
+// (client, HTTP, loopback) with no server work, for bench/cycle_floor.py.
+func null(listen string) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	})
+	fail("%v", http.ListenAndServe(listen, handler))
+}
+
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "null" {
+		null(os.Args[2])
+	}
 	if len(os.Args) < 2 {
 		fail("usage: loadclient cycle|get|locks [flags]")
 	}

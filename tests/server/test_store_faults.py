@@ -139,6 +139,33 @@ def test_store_gone_while_running_is_503_and_never_recreated(file_server: Server
     assert "ERROR" in server.log()
 
 
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"Content-MD5": "AAAAAAAAAAAAAAAAAAAAAA=="}, state_body(2), "Content-MD5"),
+        ({"Content-MD5": "not base64!"}, state_body(2), "Content-MD5"),
+        ({}, b'{"serial": NaN}', "JSON"),
+    ],
+    ids=["md5-mismatch", "md5-not-base64", "bad-json"],
+)
+def test_refused_body_is_400_even_when_the_store_is_gone(
+    file_server: Server, headers: dict[str, str], body: bytes, expected: str
+) -> None:
+    """The MD5 is checked while the store writes: a store fault must not hide the
+    client's mistake (and a good body still gets the 503)."""
+    server = file_server
+    root = Path(server.store.removeprefix("file://"))
+    p = Paths("gone")
+    assert server.request("POST", p.state, state_body(1)).status == 200
+    _move_away(root)
+    reply = server.request("POST", p.state, body, headers=headers)
+    assert reply.status == 400, (reply.status, reply.body)
+    assert expected in reason(reply.body)
+    assert server.request("POST", p.state, state_body(2)).status == 503
+    assert not root.exists()
+    assert not [f for f in store_files(root.with_name("moved").as_uri()) if ".tmp-" in f]
+
+
 def test_store_back_in_place_serves_its_state_and_lock_again(file_server: Server) -> None:
     server = file_server
     root = Path(server.store.removeprefix("file://"))

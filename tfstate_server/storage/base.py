@@ -132,7 +132,9 @@ class Store(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def stage(self, request: WriteRequest) -> Staged: ...
+    def stage(self, request: WriteRequest, verify: Callable[[], None] = lambda: None) -> Staged:
+        """Prepare the write; verify() (the body's checks that need no store) runs while
+        the store's I/O is under way: when it raises, nothing is left behind."""
 
     @abc.abstractmethod
     def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:

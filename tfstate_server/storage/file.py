@@ -46,6 +46,7 @@ from tfstate_server.storage.base import (
     may_unlock,
     may_write,
 )
+from tfstate_server.storage.writeback import start_writeback
 
 LOCK = "lock.json"
 MUTEX = ".mutex"
@@ -114,13 +115,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, chunks: list[bytes], sync: bool) -> None:
+def _write_file(
+    path: Path, chunks: list[bytes], sync: bool, meanwhile: Callable[[], None] | None = None
+) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+        if meanwhile is not None:
+            if sync:
+                start_writeback(fd)  # the disk writes while meanwhile() computes
+            meanwhile()
         if sync:
             os.fsync(fd)
     finally:
@@ -278,11 +285,11 @@ class FileStore(Store):
         return cached[1] if newest == cached[0] and _VERSION.fullmatch(newest) else None
 
     @_store_io
-    def stage(self, request: WriteRequest) -> FileStaged:
+    def stage(self, request: WriteRequest, verify: Callable[[], None] = lambda: None) -> FileStaged:
         directory = self._ensure_dir(request.key)
         tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            _write_file(tmp, [request.body], self.sync_state)
+            _write_file(tmp, [request.body], self.sync_state, verify)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

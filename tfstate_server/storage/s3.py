@@ -158,7 +158,8 @@ class S3Store(Store):
         got = self._get(self._state_key(key))
         return None if got is None else got[0]
 
-    def stage(self, request: WriteRequest) -> S3Staged:
+    def stage(self, request: WriteRequest, verify: Callable[[], None] = lambda: None) -> S3Staged:
+        verify()
         return S3Staged(request)
 
     def _head(self, object_key: str) -> dict[str, Any] | None:
