@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,8 @@ from workflow.rollout.health import Node, ProxmoxApi, check
 pytestmark = pytest.mark.e2e
 
 MAC = "bc:24:11:00:77:01"
-ADDRESS = "127.77.1.1"
+# A loopback address of its own per run: two runs on one machine do not collide on port 50000.
+ADDRESS = f"127.{secrets.randbelow(180) + 64}.{secrets.randbelow(256)}.1"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def vm(status: str = "running", agent: bool = True, talos_down: bool = False) ->
         (vm(status="stopped"), node(), "the VM is stopped in Proxmox"),
         (vm(agent=False), node(), "the QEMU guest agent did not answer (HTTP 500"),
         (vm(agent=False), node(agent=False), None),  # agent not enabled: not asked
-        (vm(talos_down=True), node(), "the Talos API 127.77.1.1:50000 did not answer (Connection refused)"),
+        (vm(talos_down=True), node(), f"the Talos API {ADDRESS}:50000 did not answer (Connection refused)"),
         (vm(talos_down=True), node(talos=False), None),  # not reachable from here: not probed
         (vm(), node(vm_id=7799), "the Proxmox API did not report the VM (HTTP"),
         (vm(), node(vm_id=None), None),  # a replaced VM: found by name

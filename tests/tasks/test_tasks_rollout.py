@@ -1,6 +1,6 @@
 """The rolling apply through `task`, against fakepve with reboots that take time.
 
-Nodes get loopback addresses (127.77.0.x) so the health check's Talos probe reaches the
+Nodes get loopback addresses (127.N.N.x, one /24 per test run) so the health check's Talos probe reaches the
 harness's fake Talos API (a listening socket per running VM) and nothing else. Every VM's
 power state is recorded by the fake (`power_log`); the assertions read it.
 """
@@ -8,6 +8,7 @@ power state is recorded by the fake (`power_log`); the assertions read it.
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +31,16 @@ TIME_SCALE = 0.25  # -> 0.5 s of real time each: long enough for parallel stops 
 CONTROLLERS = ("k8s-ctrl-0", "k8s-ctrl-1", "k8s-ctrl-2")
 WORKERS = ("k8s-work-0", "k8s-work-1", "k8s-work-2")
 Interval = tuple[float, float]
+# The fake Talos APIs listen on port 50000 of these: a /24 of the loopback range chosen per
+# run, so two runs on one machine do not take each other's addresses.
+NET = f"127.{secrets.randbelow(180) + 64}.{secrets.randbelow(256)}"
 
 
 def loopback_nodes() -> list[dict[str, Any]]:
-    """The example's 3 + 3 nodes on 127.77.0.x (node_cidr 127.77.0.0/24)."""
+    """The example's 3 + 3 nodes on NET.x (node_cidr NET.0/24)."""
     nodes = example_nodes()
     for node in nodes:
-        node["address"] = "127.77.0." + str(node["address"]).rsplit(".", 1)[1]
+        node["address"] = f"{NET}." + str(node["address"]).rsplit(".", 1)[1]
         node.pop("vm_memory", None)  # every controller from the role defaults
     return nodes
 
@@ -44,10 +48,10 @@ def loopback_nodes() -> list[dict[str, Any]]:
 def loopback_cluster(pve: FakePveServer, **overrides: Any) -> dict[str, Any]:
     cluster = example_cluster()
     cluster.update(
-        node_cidr="127.77.0.0/24",
-        node_default_gateway="127.77.0.1",
-        cluster_api_addr="127.77.0.100",
-        cluster_dns_gateway_addr="127.77.0.101",
+        node_cidr=f"{NET}.0/24",
+        node_default_gateway=f"{NET}.1",
+        cluster_api_addr=f"{NET}.100",
+        cluster_dns_gateway_addr=f"{NET}.101",
         proxmox_api_url=pve.url,
         proxmox_insecure=True,
         **overrides,
@@ -207,7 +211,7 @@ def test_node_that_does_not_come_back_stops_the_rollout_and_a_second_run_finishe
     errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
         "error: rollout stopped [5/6]: k8s-ctrl-1 did not come back within 3 s: the Talos API "
-        "127.77.0.11:50000 did not answer (Connection refused); not restarted: k8s-ctrl-2; "
+        f"{NET}.11:50000 did not answer (Connection refused); not restarted: k8s-ctrl-2; "
         "run the task again to resume once it is back"
     ], stopped.stderr
     memory = cluster.memory()
