@@ -12,7 +12,7 @@ from config import ConfigPaths, load_config
 from tests.support import BASE_CLUSTER, ConfigDir, node
 from workflow.errors import WorkflowError
 from workflow.rollout.classify import VmChange, classify, restart_reasons
-from workflow.rollout.health import talos_reachable
+from workflow.rollout.health import Node, ProxmoxApi, check, talos_reachable
 from workflow.rollout.intent import differences, pending
 from workflow.rollout.options import DEFAULT_NODE_TIMEOUT, RolloutOptions, split_rollout_args
 from workflow.rollout.order import steps
@@ -298,3 +298,11 @@ def test_when_the_talos_port_is_probed(
     address: str, cidr: str | None, mode: str, source: Any, probe: bool
 ) -> None:
     assert talos_reachable(address, cidr, mode, source=source) is probe
+
+
+@pytest.mark.parametrize("secret", ["s3cret\n", "s3\r\ncret", "s3cr\u00e9t", "s3cret\u2603"])
+def test_a_token_no_header_can_carry_is_not_echoed(secret: str) -> None:
+    # Nothing listens on the discard port: the request must fail before it is sent.
+    api = ProxmoxApi("http://127.0.0.1:9", f"root@pam!t={secret}", insecure=False)
+    why = check(api, Node("n1", "pve", 100, agent=False, address=None, talos=False))
+    assert why is not None and "s3" not in why and "line break or a non-ASCII" in why

@@ -43,12 +43,16 @@ class ProxmoxApi:
     def __init__(self, endpoint: str, token: str, *, insecure: bool) -> None:
         self.base = endpoint.rstrip("/") + "/api2/json"
         self._token = token
+        # http.client's own error for such a header value quotes the value: the secret.
+        self._sendable = "\r" not in token and "\n" not in token and token.isascii()
         self._ctx = ssl.create_default_context()
         if insecure:  # as the provider's `insecure`: a self-signed certificate is accepted
             self._ctx.check_hostname = False
             self._ctx.verify_mode = ssl.CERT_NONE
 
     def _request(self, method: str, path: str) -> Any:
+        if not self._sendable:
+            raise ValueError("the API token holds a line break or a non-ASCII character")
         request = urllib.request.Request(
             self.base + path,
             method=method,
