@@ -93,6 +93,32 @@ def example_cluster() -> dict[str, Any]:
     return dict(yaml.safe_load(EXAMPLES.joinpath("cluster.yaml").read_text()))
 
 
+def loopback_nodes() -> list[dict[str, Any]]:
+    """The example's 3 + 3 nodes on 127.77.0.x, every node sized by the role defaults:
+    the rolling apply's health check probes their Talos port (fakepve's fake Talos API)
+    and reaches nothing off this machine."""
+    nodes = example_nodes()
+    for node in nodes:
+        node["address"] = "127.77.0." + str(node["address"]).rsplit(".", 1)[1]
+        node.pop("vm_memory", None)
+    return nodes
+
+
+def loopback_cluster(proxmox_api_url: str, **overrides: Any) -> dict[str, Any]:
+    """The example cluster on 127.77.0.0/24 (see loopback_nodes), against a fakepve."""
+    cluster = example_cluster()
+    cluster.update(
+        node_cidr="127.77.0.0/24",
+        node_default_gateway="127.77.0.1",
+        cluster_api_addr="127.77.0.100",
+        cluster_dns_gateway_addr="127.77.0.101",
+        proxmox_api_url=proxmox_api_url,
+        proxmox_insecure=True,
+        **overrides,
+    )
+    return cluster
+
+
 class Workspace:
     """cluster.yaml + nodes.yaml for a fakepve, the synthesized stack, and tofu runs."""
 

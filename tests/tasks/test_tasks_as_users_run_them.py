@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devenv.state_server import StateServer
 from devenv.workspace import HttpState, example_cluster
 from tests.tasks.taskrun import ANSI, ROOT, STATE_PASSWORD, VENV_BIN, TaskWorkspace
 from workflow import secrets as sec
@@ -165,12 +164,6 @@ def _request(state: HttpState, method: str, body: bytes | None = None) -> tuple[
 def held_lock(state: HttpState) -> str | None:
     status, body = _request(state, "GET")
     return json.loads(body)["ID"] if status == 200 and body else None
-
-
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory):
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
 
 
 @pytest.fixture

@@ -16,51 +16,16 @@ import subprocess
 import time
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from devenv.fakepve import FakePveServer
 from devenv.scan import find_secrets
-from devenv.state_server import StateServer
-from devenv.workspace import HttpState, example_cluster, example_nodes
+from devenv.workspace import HttpState
 from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def pve() -> Iterator[FakePveServer]:
-    with FakePveServer(time_scale=1.0) as server:  # 1.0: injected latency is real time
-        yield server
-
-
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
-
-
-@pytest.fixture
-def live(tmp_path: Path, pve: FakePveServer, state: HttpState) -> TaskWorkspace:
-    """A workspace aimed at fakepve and the state server, credentials in cluster.yaml."""
-    ws = TaskWorkspace(tmp_path)
-    cluster = example_cluster()
-    cluster.update(
-        proxmox_api_url=pve.url,
-        proxmox_insecure=True,
-        tfstate_url=state.url,
-        tfstate_username=state.username,
-        tfstate_password=state.password,
-        proxmox_api_token_id=pve.token_id,
-        proxmox_api_token_secret=pve.token_secret,
-    )
-    ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
-    ws.nodes.write_text(yaml.safe_dump({"nodes": example_nodes()}, sort_keys=False))
-    ws.secrets = [state.password, pve.token_secret]  # type: ignore[attr-defined]
-    return ws
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

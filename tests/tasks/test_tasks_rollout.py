@@ -17,9 +17,8 @@ import pytest
 import yaml
 
 from devenv.fakepve import FakePveServer
-from devenv.state_server import StateServer
 from devenv.tools import ensure_tools
-from devenv.workspace import HttpState, example_cluster, example_nodes
+from devenv.workspace import HttpState, loopback_cluster, loopback_nodes
 from devenv.workspace import Workspace as TofuWorkspace
 from tests.tasks.taskrun import TaskWorkspace
 
@@ -30,29 +29,6 @@ TIME_SCALE = 0.25  # -> 0.5 s of real time each: long enough for parallel stops 
 CONTROLLERS = ("k8s-ctrl-0", "k8s-ctrl-1", "k8s-ctrl-2")
 WORKERS = ("k8s-work-0", "k8s-work-1", "k8s-work-2")
 Interval = tuple[float, float]
-
-
-def loopback_nodes() -> list[dict[str, Any]]:
-    """The example's 3 + 3 nodes on 127.77.0.x (node_cidr 127.77.0.0/24)."""
-    nodes = example_nodes()
-    for node in nodes:
-        node["address"] = "127.77.0." + str(node["address"]).rsplit(".", 1)[1]
-        node.pop("vm_memory", None)  # every controller from the role defaults
-    return nodes
-
-
-def loopback_cluster(pve: FakePveServer, **overrides: Any) -> dict[str, Any]:
-    cluster = example_cluster()
-    cluster.update(
-        node_cidr="127.77.0.0/24",
-        node_default_gateway="127.77.0.1",
-        cluster_api_addr="127.77.0.100",
-        cluster_dns_gateway_addr="127.77.0.101",
-        proxmox_api_url=pve.url,
-        proxmox_insecure=True,
-        **overrides,
-    )
-    return cluster
 
 
 @pytest.fixture
@@ -66,12 +42,6 @@ def pve() -> Iterator[FakePveServer]:
 
         server.call(setup)
         yield server
-
-
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
 
 
 class Cluster:
@@ -90,7 +60,7 @@ class Cluster:
 
     def write(self, **overrides: Any) -> None:
         cluster = loopback_cluster(
-            self.pve,
+            self.pve.url,
             tfstate_url=self.state.url,
             tfstate_username=self.state.username,
             tfstate_password=self.state.password,
@@ -175,7 +145,7 @@ def test_plain_tofu_apply_stops_controllers_together(tmp_path: Path, pve: FakePv
     restarts VMs in parallel (so the assertion above can fail)."""
     ws = TofuWorkspace(tmp_path / "plain", ensure_tools(), pve)
     ws.cluster_path.parent.mkdir(parents=True, exist_ok=True)
-    ws.cluster_path.write_text(yaml.safe_dump(loopback_cluster(pve), sort_keys=False))
+    ws.cluster_path.write_text(yaml.safe_dump(loopback_cluster(pve.url), sort_keys=False))
     ws.nodes_path.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
     ws.synth()
     ws.init()
@@ -184,7 +154,7 @@ def test_plain_tofu_apply_stops_controllers_together(tmp_path: Path, pve: FakePv
     ws.cluster_path.write_text(
         yaml.safe_dump(
             loopback_cluster(
-                pve, proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64}
+                pve.url, proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64}
             ),
             sort_keys=False,
         )
