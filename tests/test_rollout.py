@@ -4,6 +4,8 @@ check against the reviewed plan, its arguments and when the Talos port is probed
 from __future__ import annotations
 
 import copy
+import http.server
+import threading
 from typing import Any
 
 import pytest
@@ -300,9 +302,37 @@ def test_when_the_talos_port_is_probed(
     assert talos_reachable(address, cidr, mode, source=source) is probe
 
 
-@pytest.mark.parametrize("secret", ["s3cret\n", "s3\r\ncret", "s3cr\u00e9t", "s3cret\u2603"])
+@pytest.mark.parametrize("secret", ["s3cret\n", "s3\r\ncret", "s3cret\x00", "s3cret\x7f"])
 def test_a_token_no_header_can_carry_is_not_echoed(secret: str) -> None:
     # Nothing listens on the discard port: the request must fail before it is sent.
     api = ProxmoxApi("http://127.0.0.1:9", f"root@pam!t={secret}", insecure=False)
     why = check(api, Node("n1", "pve", 100, agent=False, address=None, talos=False))
-    assert why is not None and "s3" not in why and "line break or a non-ASCII" in why
+    assert why is not None and "s3" not in why and "control character" in why
+
+
+@pytest.mark.parametrize("secret", ["s3cret", "s3 cr\tet", "s3cr\u00e9t", "s3cret\u2603"])
+def test_the_token_is_sent_as_utf8(secret: str) -> None:
+    seen: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", "").encode("latin-1"))
+            body = b'{"data": {"status": "running"}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            api = ProxmoxApi(f"http://127.0.0.1:{server.server_port}", f"root@pam!t={secret}", insecure=False)
+            assert check(api, Node("n1", "pve", 100, agent=False, address=None, talos=False)) is None
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+    assert seen == [f"PVEAPIToken=root@pam!t={secret}".encode()]
