@@ -19,8 +19,7 @@ import pytest
 
 from devenv.fakepve import FakePveServer
 from devenv.workspace import HttpState
-from tests.tasks.taskrun import ANSI, ROOT, VENV_BIN, TaskWorkspace
-from tests.tasks.test_tasks_as_users_run_them import held_lock
+from tests.tasks.taskrun import ANSI, ROOT, VENV_BIN, TaskWorkspace, held_lock
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ of a lock left by a killed run, the demo, and no secret in any file or output.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -14,7 +13,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 from devenv.fakepve import FakePveServer
 from devenv.scan import find_secrets
 from devenv.workspace import HttpState
-from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace
+from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace, lock_info
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +29,6 @@ pytestmark = pytest.mark.e2e
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-def lock_info(state: HttpState, name: str = "proxmox") -> dict | None:
-    auth = base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{state.url}/states/{name}/lock", headers={"Authorization": f"Basic {auth}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body = response.read()
-        return json.loads(body) if response.status == 200 and body else None
 
 
 def assert_no_secrets(ws: TaskWorkspace, secrets: list[str]) -> None:
