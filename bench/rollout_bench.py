@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from devenv.fakepve import FakePveServer  # noqa: E402
 from devenv.tools import Tools, ensure_tools  # noqa: E402
-from devenv.workspace import Workspace, example_cluster, example_nodes  # noqa: E402
+from devenv.workspace import Workspace, loopback_cluster, loopback_nodes  # noqa: E402
 
 MORE_MEMORY = {
     "proxmox_vm_controller_defaults": {"cores": 4, "memory": 10240, "disk_size": 64},
@@ -39,27 +39,10 @@ MORE_MEMORY = {
 }
 
 
-def nodes() -> list[dict[str, Any]]:
-    out = example_nodes()
-    for node in out:
-        node["address"] = "127.77.0." + str(node["address"]).rsplit(".", 1)[1]  # loopback only
-        node.pop("vm_memory", None)
-    return out
-
-
 def write(ws: Workspace, pve: FakePveServer, **overrides: Any) -> None:
-    cluster = example_cluster()
-    cluster.update(
-        node_cidr="127.77.0.0/24",
-        node_default_gateway="127.77.0.1",
-        cluster_api_addr="127.77.0.100",
-        cluster_dns_gateway_addr="127.77.0.101",
-        proxmox_api_url=pve.url,
-        proxmox_insecure=True,
-        **overrides,
-    )
+    cluster = loopback_cluster(pve.url, **overrides)
     ws.cluster_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
-    ws.nodes_path.write_text(yaml.safe_dump({"nodes": nodes()}, sort_keys=False))
+    ws.nodes_path.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
 
 
 def one_run(tmp: Path, tools: Tools, rolling: bool, boot_secs: float, scale: float) -> float:
@@ -67,7 +50,7 @@ def one_run(tmp: Path, tools: Tools, rolling: bool, boot_secs: float, scale: flo
         pve.wait_ready()
 
         def setup(p: Any) -> None:
-            p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in nodes()})
+            p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in loopback_nodes()})
             p.boot_secs = boot_secs
 
         pve.call(setup)

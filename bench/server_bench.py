@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/server_bench.py [--stores file,s3] [--seconds 5] [--fsync all]
 
-For each store it starts a real server process (and moto_server for s3) and measures:
+For each store it starts a real server process (and moto, devenv/serial_moto.py, for s3) and measures:
   cycle   median time of LOCK + POST (1 MB state) + UNLOCK, one client, keep-alive
   get     GET throughput of a 100 KB state with 16 concurrent clients
   locks   LOCK attempts per second with 50 contenders on one state, and double grants
@@ -106,7 +106,9 @@ def moto(tmp: Path) -> Iterator[dict[str, str]]:
         port = sock.getsockname()[1]
     with open(tmp / "moto.log", "wb") as log:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            # One request at a time, as the tests run it: threaded moto can grant a
+            # conditional write twice, which would count as our double grant.
+            [sys.executable, str(ROOT / "devenv" / "serial_moto.py"), "127.0.0.1", str(port)],
             stdout=log,
             stderr=log,
         )

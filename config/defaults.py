@@ -22,26 +22,16 @@ def resolve_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
     defaults, the operator's `proxmox_vm_defaults`, the built-in role defaults, the
     built-in global defaults. (The template layout let the built-in role defaults win
     over `proxmox_vm_defaults`, so that key never took effect; here it does.)"""
-    role = "controller" if node.controller else "worker"
-    user_role = (
-        cluster.proxmox_vm_controller_defaults if node.controller else cluster.proxmox_vm_worker_defaults
-    )
-    resolved = {}
-    for key in SIZING_KEYS:
-        chain = (
-            getattr(node, f"vm_{key}"),
-            getattr(user_role, key),
-            getattr(cluster.proxmox_vm_defaults, key),
-            BUILTIN_ROLE[role].get(key),
-            BUILTIN_GLOBAL[key],
-        )
-        resolved[key] = next(value for value in chain if value is not None)
-    return resolved
+    return _sizing(node, cluster, with_vm_defaults=True)
 
 
 def template_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
     """What the template setup created: like resolve_sizing, except that the built-in role
     defaults were merged over `proxmox_vm_defaults`, which therefore never took effect."""
+    return _sizing(node, cluster, with_vm_defaults=False)
+
+
+def _sizing(node: NodeEntry, cluster: ClusterFile, *, with_vm_defaults: bool) -> dict[str, int]:
     role = "controller" if node.controller else "worker"
     user_role = (
         cluster.proxmox_vm_controller_defaults if node.controller else cluster.proxmox_vm_worker_defaults
@@ -51,6 +41,7 @@ def template_sizing(node: NodeEntry, cluster: ClusterFile) -> dict[str, int]:
         chain = (
             getattr(node, f"vm_{key}"),
             getattr(user_role, key),
+            getattr(cluster.proxmox_vm_defaults, key) if with_vm_defaults else None,
             BUILTIN_ROLE[role].get(key),
             BUILTIN_GLOBAL[key],
         )

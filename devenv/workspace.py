@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -91,6 +92,38 @@ def example_nodes() -> list[dict[str, Any]]:
 
 def example_cluster() -> dict[str, Any]:
     return dict(yaml.safe_load(EXAMPLES.joinpath("cluster.yaml").read_text()))
+
+
+# The rolling apply's nodes: a /24 of the loopback range chosen per run (fakepve's fake
+# Talos APIs listen on port 50000 of each address), so two runs on one machine do not
+# take each other's addresses.
+LOOPBACK_NET = f"127.{secrets.randbelow(180) + 64}.{secrets.randbelow(256)}"
+
+
+def loopback_nodes() -> list[dict[str, Any]]:
+    """The example's 3 + 3 nodes on LOOPBACK_NET.x, every node sized by the role defaults:
+    the rolling apply's health check probes their Talos port (fakepve's fake Talos API)
+    and reaches nothing off this machine."""
+    nodes = example_nodes()
+    for node in nodes:
+        node["address"] = f"{LOOPBACK_NET}." + str(node["address"]).rsplit(".", 1)[1]
+        node.pop("vm_memory", None)
+    return nodes
+
+
+def loopback_cluster(proxmox_api_url: str, **overrides: Any) -> dict[str, Any]:
+    """The example cluster on LOOPBACK_NET.0/24 (see loopback_nodes), against a fakepve."""
+    cluster = example_cluster()
+    cluster.update(
+        node_cidr=f"{LOOPBACK_NET}.0/24",
+        node_default_gateway=f"{LOOPBACK_NET}.1",
+        cluster_api_addr=f"{LOOPBACK_NET}.100",
+        cluster_dns_gateway_addr=f"{LOOPBACK_NET}.101",
+        proxmox_api_url=proxmox_api_url,
+        proxmox_insecure=True,
+        **overrides,
+    )
+    return cluster
 
 
 class Workspace:

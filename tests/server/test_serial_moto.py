@@ -1,5 +1,5 @@
 """The S3 emulator behind the S3 store's tests answers conditional copies as S3 does
-(serial_moto.py fills moto's gap), so a race the store handles is not lost to the fake."""
+(devenv/serial_moto.py fills moto's gap), so a race the store handles is not lost to the fake."""
 
 from __future__ import annotations
 

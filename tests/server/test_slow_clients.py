@@ -146,7 +146,6 @@ def test_shutdown_timeout_is_honoured_once(tmp_path: Path, timeout: int) -> None
                 f"POST /states/stuck HTTP/1.1\r\nHost: x\r\nAuthorization: {basic()}\r\n"
                 "Content-Length: 1000\r\n\r\n{".encode()
             )
-            wait_until(lambda: "POST" in server.log() or True, 1, "the request")
             time.sleep(0.3)
             assert server.proc is not None
             begin = time.monotonic()

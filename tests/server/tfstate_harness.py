@@ -291,8 +291,8 @@ class Moto:
 @contextmanager
 def running_moto(workdir: Path) -> Iterator[Moto]:
     port = free_port()
-    # moto's own app, one request at a time (see serial_moto.py).
-    serial_moto = Path(__file__).with_name("serial_moto.py")
+    # moto's own app, one request at a time (see devenv/serial_moto.py).
+    serial_moto = ROOT / "devenv" / "serial_moto.py"
     with open(workdir / "moto.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, str(serial_moto), "127.0.0.1", str(port)], stdout=log, stderr=log

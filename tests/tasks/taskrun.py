@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devenv.workspace import HttpState
 from tests.support import ConfigDir
 from workflow.workspace import Workspace
 
@@ -75,3 +80,32 @@ class TaskWorkspace(ConfigDir):
         proc.stdout, proc.stderr = ANSI.sub("", proc.stdout), ANSI.sub("", proc.stderr)
         self.log.append(f"$ task {' '.join(args)}\n{proc.stdout}{proc.stderr}")
         return proc
+
+
+def state_lock_request(state: HttpState, method: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """`method` on the lock of the state `proxmox` in the state server: (status, body)."""
+    auth = base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{state.url}/states/proxmox/lock",
+        data=body,
+        method=method,
+        headers={"Authorization": f"Basic {auth}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def lock_info(state: HttpState) -> dict | None:
+    """The LockInfo of whoever holds the state's lock, None when nobody does (204)."""
+    status, body = state_lock_request(state, "GET")
+    assert status in (200, 204), (status, body)
+    return json.loads(body) if status == 200 else None
+
+
+def held_lock(state: HttpState) -> str | None:
+    """The ID of the state's lock, None when nobody holds it."""
+    info = lock_info(state)
+    return info["ID"] if info else None

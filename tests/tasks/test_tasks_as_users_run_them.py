@@ -10,22 +10,26 @@ not an age key says so in one line, showing none of its content.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from devenv.state_server import StateServer
 from devenv.workspace import HttpState, example_cluster
-from tests.tasks.taskrun import ANSI, ROOT, STATE_PASSWORD, VENV_BIN, TaskWorkspace
+from tests.tasks.taskrun import (
+    ANSI,
+    ROOT,
+    STATE_PASSWORD,
+    VENV_BIN,
+    TaskWorkspace,
+    held_lock,
+    state_lock_request,
+)
 from workflow import secrets as sec
 from workflow.toolchain import tools_env
 
@@ -81,8 +85,11 @@ def test_plain_task_without_the_venv(
     clean.mkdir()
     (clean / "ok.py").write_text('print("formatted")\n')
     env = plain_env(workspace, own_task)
+    # A ruff of the user's own (pipx, a distribution package) is left out: the task must
+    # find the project's.
+    dirs = env["PATH"].split(os.pathsep)
+    env["PATH"] = os.pathsep.join(d for d in dirs if not shutil.which("ruff", path=d))
     assert shutil.which("task", path=env["PATH"]) == str(own_task / "task")
-    assert shutil.which("ruff", path=env["PATH"]) is None  # ruff comes from the project's env
     proc = run_task(env, *[a.format(clean=clean) for a in args])
     out = proc.stdout + proc.stderr
     assert (proc.returncode == 0) is ok, out[-3000:]
@@ -147,32 +154,6 @@ def test_confirmation_hint_without_task(workspace: TaskWorkspace, command, hint)
 # --- LOCK_ID, byte for byte, against the state server ------------------------------
 
 
-def _request(state: HttpState, method: str, body: bytes | None = None) -> tuple[int, bytes]:
-    auth = base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{state.url}/states/proxmox/lock",
-        data=body,
-        method=method,
-        headers={"Authorization": f"Basic {auth}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def held_lock(state: HttpState) -> str | None:
-    status, body = _request(state, "GET")
-    return json.loads(body)["ID"] if status == 200 and body else None
-
-
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory):
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
-
-
 @pytest.fixture
 def with_state(workspace: TaskWorkspace, state: HttpState) -> TaskWorkspace:
     cluster = {**example_cluster(), "tfstate_url": state.url, "tfstate_password": state.password}
@@ -199,7 +180,7 @@ def test_lock_id_reaches_tofu_byte_for_byte(
     with_state: TaskWorkspace, state: HttpState, lock_id: str, given: str
 ) -> None:
     info = {"ID": lock_id, "Operation": "OperationTypeApply", "Who": "someone@elsewhere", "Version": "1.11.6"}
-    assert _request(state, "LOCK", json.dumps(info).encode())[0] == 200
+    assert state_lock_request(state, "LOCK", json.dumps(info).encode())[0] == 200
     assert held_lock(state) == lock_id
 
     def force_unlock(value: str) -> subprocess.CompletedProcess[str]:

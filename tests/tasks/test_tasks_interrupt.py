@@ -13,50 +13,23 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-import yaml
 
 from devenv.fakepve import FakePveServer
-from devenv.state_server import StateServer
-from devenv.workspace import HttpState, example_cluster, example_nodes
-from tests.tasks.taskrun import ANSI, ROOT, VENV_BIN, TaskWorkspace
-from tests.tasks.test_tasks_as_users_run_them import held_lock
+from devenv.workspace import HttpState
+from tests.tasks.taskrun import ANSI, ROOT, VENV_BIN, TaskWorkspace, held_lock
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def pve() -> Iterator[FakePveServer]:
-    with FakePveServer(time_scale=1.0) as server:
-        yield server
-
-
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
-
-
-@pytest.fixture
-def live(tmp_path: Path, pve: FakePveServer, state: HttpState) -> TaskWorkspace:
-    ws = TaskWorkspace(tmp_path)
-    cluster = {
-        **example_cluster(),
-        "proxmox_api_url": pve.url,
-        "proxmox_insecure": True,
-        "tfstate_url": state.url,
-        "tfstate_password": state.password,
-        "proxmox_api_token_id": pve.token_id,
-        "proxmox_api_token_secret": pve.token_secret,
-    }
-    ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
-    ws.nodes.write_text(yaml.safe_dump({"nodes": example_nodes()}, sort_keys=False))
-    proc = ws.task("configure")
+def live(live: TaskWorkspace) -> TaskWorkspace:
+    """The shared workspace (tests/tasks/conftest.py), configured."""
+    proc = live.task("configure")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return ws
+    return live
 
 
 def staging(ws: TaskWorkspace) -> bool:

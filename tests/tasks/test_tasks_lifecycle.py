@@ -6,7 +6,6 @@ of a lock left by a killed run, the demo, and no secret in any file or output.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -14,68 +13,22 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from devenv.fakepve import FakePveServer
 from devenv.scan import find_secrets
-from devenv.state_server import StateServer
-from devenv.workspace import HttpState, example_cluster, example_nodes
-from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace
+from devenv.workspace import HttpState
+from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace, lock_info
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def pve() -> Iterator[FakePveServer]:
-    with FakePveServer(time_scale=1.0) as server:  # 1.0: injected latency is real time
-        yield server
-
-
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
-
-
-@pytest.fixture
-def live(tmp_path: Path, pve: FakePveServer, state: HttpState) -> TaskWorkspace:
-    """A workspace aimed at fakepve and the state server, credentials in cluster.yaml."""
-    ws = TaskWorkspace(tmp_path)
-    cluster = example_cluster()
-    cluster.update(
-        proxmox_api_url=pve.url,
-        proxmox_insecure=True,
-        tfstate_url=state.url,
-        tfstate_username=state.username,
-        tfstate_password=state.password,
-        proxmox_api_token_id=pve.token_id,
-        proxmox_api_token_secret=pve.token_secret,
-    )
-    ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
-    ws.nodes.write_text(yaml.safe_dump({"nodes": example_nodes()}, sort_keys=False))
-    ws.secrets = [state.password, pve.token_secret]  # type: ignore[attr-defined]
-    return ws
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-def lock_info(state: HttpState, name: str = "proxmox") -> dict | None:
-    auth = base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{state.url}/states/{name}/lock", headers={"Authorization": f"Basic {auth}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body = response.read()
-        return json.loads(body) if response.status == 200 and body else None
 
 
 def assert_no_secrets(ws: TaskWorkspace, secrets: list[str]) -> None:

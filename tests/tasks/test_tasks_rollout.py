@@ -1,6 +1,6 @@
 """The rolling apply through `task`, against fakepve with reboots that take time.
 
-Nodes get loopback addresses (127.N.N.x, one /24 per test run) so the health check's Talos probe reaches the
+Nodes get loopback addresses (a /24 of 127.0.0.0/8 chosen per run) so the health check's Talos probe reaches the
 harness's fake Talos API (a listening socket per running VM) and nothing else. Every VM's
 power state is recorded by the fake (`power_log`); the assertions read it.
 """
@@ -8,7 +8,6 @@ power state is recorded by the fake (`power_log`); the assertions read it.
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ import pytest
 import yaml
 
 from devenv.fakepve import FakePveServer
-from devenv.state_server import StateServer
 from devenv.tools import ensure_tools
-from devenv.workspace import HttpState, example_cluster, example_nodes
+from devenv.workspace import LOOPBACK_NET as NET
+from devenv.workspace import HttpState, loopback_cluster, loopback_nodes
 from devenv.workspace import Workspace as TofuWorkspace
 from tests.tasks.taskrun import TaskWorkspace
 
@@ -31,32 +30,6 @@ TIME_SCALE = 0.25  # -> 0.5 s of real time each: long enough for parallel stops 
 CONTROLLERS = ("k8s-ctrl-0", "k8s-ctrl-1", "k8s-ctrl-2")
 WORKERS = ("k8s-work-0", "k8s-work-1", "k8s-work-2")
 Interval = tuple[float, float]
-# The fake Talos APIs listen on port 50000 of these: a /24 of the loopback range chosen per
-# run, so two runs on one machine do not take each other's addresses.
-NET = f"127.{secrets.randbelow(180) + 64}.{secrets.randbelow(256)}"
-
-
-def loopback_nodes() -> list[dict[str, Any]]:
-    """The example's 3 + 3 nodes on NET.x (node_cidr NET.0/24)."""
-    nodes = example_nodes()
-    for node in nodes:
-        node["address"] = f"{NET}." + str(node["address"]).rsplit(".", 1)[1]
-        node.pop("vm_memory", None)  # every controller from the role defaults
-    return nodes
-
-
-def loopback_cluster(pve: FakePveServer, **overrides: Any) -> dict[str, Any]:
-    cluster = example_cluster()
-    cluster.update(
-        node_cidr=f"{NET}.0/24",
-        node_default_gateway=f"{NET}.1",
-        cluster_api_addr=f"{NET}.100",
-        cluster_dns_gateway_addr=f"{NET}.101",
-        proxmox_api_url=pve.url,
-        proxmox_insecure=True,
-        **overrides,
-    )
-    return cluster
 
 
 @pytest.fixture
@@ -75,12 +48,6 @@ def pve() -> Iterator[FakePveServer]:
         assert server.call(lambda p: list(p.talos_errors)) == []
 
 
-@pytest.fixture
-def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpState]:
-    with StateServer(tmp_path_factory.mktemp("tfstate")) as http_state:
-        yield http_state
-
-
 class Cluster:
     """A 3 + 3 cluster applied through `task`, its config editable."""
 
@@ -97,7 +64,7 @@ class Cluster:
 
     def write(self, **overrides: Any) -> None:
         cluster = loopback_cluster(
-            self.pve,
+            self.pve.url,
             tfstate_url=self.state.url,
             tfstate_username=self.state.username,
             tfstate_password=self.state.password,
@@ -182,7 +149,7 @@ def test_plain_tofu_apply_stops_controllers_together(tmp_path: Path, pve: FakePv
     restarts VMs in parallel (so the assertion above can fail)."""
     ws = TofuWorkspace(tmp_path / "plain", ensure_tools(), pve)
     ws.cluster_path.parent.mkdir(parents=True, exist_ok=True)
-    ws.cluster_path.write_text(yaml.safe_dump(loopback_cluster(pve), sort_keys=False))
+    ws.cluster_path.write_text(yaml.safe_dump(loopback_cluster(pve.url), sort_keys=False))
     ws.nodes_path.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
     ws.synth()
     ws.init()
@@ -191,7 +158,7 @@ def test_plain_tofu_apply_stops_controllers_together(tmp_path: Path, pve: FakePv
     ws.cluster_path.write_text(
         yaml.safe_dump(
             loopback_cluster(
-                pve, proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64}
+                pve.url, proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64}
             ),
             sort_keys=False,
         )

@@ -80,10 +80,6 @@ def _store_io(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _number(filename: str) -> int:
-    return int(filename[1:11])
-
-
 def lineage_token(lineage: str) -> str:
     if _PLAIN_LINEAGE.fullmatch(lineage):
         return "l" + lineage

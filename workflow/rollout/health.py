@@ -42,18 +42,23 @@ class Node:
 class ProxmoxApi:
     def __init__(self, endpoint: str, token: str, *, insecure: bool) -> None:
         self.base = endpoint.rstrip("/") + "/api2/json"
-        self._token = token
+        # As the provider (Go) sends it: UTF-8, control characters other than tab refused.
+        self._authorization = f"PVEAPIToken={token}".encode()
+        # Refused here: http.client's own error for such a value quotes it, the secret.
+        self._sendable = all(c == "\t" or " " <= c != "\x7f" for c in token)
         self._ctx = ssl.create_default_context()
         if insecure:  # as the provider's `insecure`: a self-signed certificate is accepted
             self._ctx.check_hostname = False
             self._ctx.verify_mode = ssl.CERT_NONE
 
     def _request(self, method: str, path: str) -> Any:
+        if not self._sendable:
+            raise ValueError("the API token holds a control character (a line break?)")
         request = urllib.request.Request(
             self.base + path,
             method=method,
             data=b"" if method == "POST" else None,
-            headers={"Authorization": f"PVEAPIToken={self._token}"},
+            headers={"Authorization": self._authorization},  # type: ignore[dict-item]
         )
         with urllib.request.urlopen(request, context=self._ctx, timeout=REQUEST_TIMEOUT) as response:
             return json.load(response).get("data")

@@ -76,9 +76,3 @@ def differences(reviewed: Mapping[str, Any], step: Mapping[str, Any]) -> list[st
                 )
                 break
     return out
-
-
-def pending(step: Mapping[str, Any], addresses: list[str]) -> list[str]:
-    """The addresses the step plan still changes (the others were applied already)."""
-    planned = changes(step)
-    return [a for a in addresses if a in planned]

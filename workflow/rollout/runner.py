@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from config import InfraConfig
@@ -255,8 +254,3 @@ class Rollout:
             say(f"checking {names} first (restarted by an earlier run, not yet seen healthy)")
             self.wait_healthy(earlier, "before it went on")
             say(f"{names}: healthy")
-
-
-def plan_for_apply_auto(tofu: Tofu, args: Sequence[str], plan_file: Path) -> int:
-    """`tofu plan -out` shown as apply-auto shows its plan; the reviewed intent."""
-    return tofu.run("plan", "-input=false", f"-out={plan_file.name}", *args)
