@@ -33,7 +33,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from server_bench import stop  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "talos-cdktf"
@@ -89,13 +90,7 @@ def process(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Itera
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(20)
+        stop(proc)
 
 
 def start_ours(stack: ExitStack, tmp: Path, fsync: str) -> Server:
