@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import peers_bench as pb
 
 from tfstate_server.statebody import parse_state
+from tfstate_server.storage.file import fsync_dir, write_file
 
 
 def body_like_the_client(size: int = 1_000_000) -> bytes:
@@ -69,33 +70,16 @@ def median_ms(fn: Callable[[], object], n: int = 40) -> float:
     return statistics.median(times)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_floors(directory: Path, body: bytes) -> dict[str, float]:
     lock = b'{"ID":"6a1f3c2e-0000-4000-8000-00000000beef","Operation":"OperationTypeApply"}'
 
     def lock_step() -> None:
-        write_synced(directory / ".tmp-lock", lock)
+        write_file(directory / ".tmp-lock", [lock], True)
         os.replace(directory / ".tmp-lock", directory / "lock.json")
         fsync_dir(directory)
 
     def post_step() -> None:
-        write_synced(directory / ".tmp-state", body)
+        write_file(directory / ".tmp-state", [body], True)
         os.replace(directory / ".tmp-state", directory / "v")
         fsync_dir(directory)
 
@@ -109,7 +93,7 @@ def fsync_floors(directory: Path, body: bytes) -> dict[str, float]:
         unlock_step()
 
     def state_file_only() -> None:
-        write_synced(directory / ".tmp-state", body)
+        write_file(directory / ".tmp-state", [body], True)
         os.unlink(directory / ".tmp-state")
 
     return {

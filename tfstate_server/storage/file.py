@@ -103,7 +103,7 @@ class _Version:
         return cls(int(number), int(serial), token, who, filename)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -111,7 +111,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(
+def write_file(
     path: Path, chunks: list[bytes], sync: bool, meanwhile: Callable[[], None] | None = None
 ) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -183,7 +183,7 @@ class FileStore(Store):
             if self.sync_state:
                 # Make the new directory entries durable, up to the root.
                 for path in (directory.parent, self.root):
-                    _fsync_dir(path)
+                    fsync_dir(path)
         return directory
 
     @contextlib.contextmanager
@@ -285,7 +285,7 @@ class FileStore(Store):
         directory = self._ensure_dir(request.key)
         tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            _write_file(tmp, [request.body], self.sync_state, verify)
+            write_file(tmp, [request.body], self.sync_state, verify)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -306,7 +306,7 @@ class FileStore(Store):
             # rename(2) is atomic: readers see the previous newest version or this one.
             os.rename(staged.tmp, directory / name)
             if self.sync_state:
-                _fsync_dir(directory)
+                fsync_dir(directory)
             written = _Version.parse(name)
             assert written is not None
             self._prune(directory, [*versions, written])
@@ -356,14 +356,14 @@ class FileStore(Store):
                 return  # already held by this ID
             tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
             try:
-                _write_file(tmp, [info.to_json()], self.sync_locks)
+                write_file(tmp, [info.to_json()], self.sync_locks)
                 os.replace(tmp, directory / LOCK)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                 raise
             if self.sync_locks:
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
     @_store_io
     def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
@@ -378,7 +378,7 @@ class FileStore(Store):
             may_unlock(holder, lock_id)
             (directory / LOCK).unlink()
             if self.sync_locks:
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
     def peek_lock(self, key: StateKey) -> LockInfo | None:
         # One open+read, no thread and no flock: a LOCK against a held lock is answered
@@ -410,5 +410,5 @@ class FileStore(Store):
         # The only place the store directory is created (see _check_root).
         self.root.mkdir(parents=True, exist_ok=True)
         probe = self.root / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
-        _write_file(probe, [b""], False)
+        write_file(probe, [b""], False)
         probe.unlink()
