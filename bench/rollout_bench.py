@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from devenv.fakepve import FakePveServer  # noqa: E402
 from devenv.tools import Tools, ensure_tools  # noqa: E402
-from devenv.workspace import Workspace, loopback_cluster, loopback_nodes  # noqa: E402
+from devenv.workspace import Workspace, loopback_cluster, loopback_nodes, prepare_rollout_fake  # noqa: E402
 
 MORE_MEMORY = {
     "proxmox_vm_controller_defaults": {"cores": 4, "memory": 10240, "disk_size": 64},
@@ -48,12 +48,7 @@ def write(ws: Workspace, pve: FakePveServer, **overrides: Any) -> None:
 def one_run(tmp: Path, tools: Tools, rolling: bool, boot_secs: float, scale: float) -> float:
     with FakePveServer(time_scale=scale) as pve:
         pve.wait_ready()
-
-        def setup(p: Any) -> None:
-            p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in loopback_nodes()})
-            p.boot_secs = boot_secs
-
-        pve.call(setup)
+        prepare_rollout_fake(pve, boot_secs)
         ws = Workspace(tmp, tools, pve)
         ws.root.mkdir(parents=True, exist_ok=True)
         write(ws, pve)

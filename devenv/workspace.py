@@ -126,6 +126,17 @@ def loopback_cluster(proxmox_api_url: str, **overrides: Any) -> dict[str, Any]:
     return cluster
 
 
+def prepare_rollout_fake(pve: FakePveServer, boot_secs: float) -> None:
+    """A fakepve for the rolling apply: each loopback node's fake Talos API on its address,
+    and shutdowns and starts that take `boot_secs` simulated seconds."""
+
+    def setup(p: Any) -> None:
+        p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in loopback_nodes()})
+        p.boot_secs = boot_secs
+
+    pve.call(setup)
+
+
 class Workspace:
     """cluster.yaml + nodes.yaml for a fakepve, the synthesized stack, and tofu runs."""
 

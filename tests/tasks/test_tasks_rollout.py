@@ -19,7 +19,7 @@ import yaml
 from devenv.fakepve import FakePveServer
 from devenv.tools import ensure_tools
 from devenv.workspace import LOOPBACK_NET as NET
-from devenv.workspace import HttpState, loopback_cluster, loopback_nodes
+from devenv.workspace import HttpState, loopback_cluster, loopback_nodes, prepare_rollout_fake
 from devenv.workspace import Workspace as TofuWorkspace
 from tests.tasks.taskrun import TaskWorkspace
 
@@ -36,12 +36,7 @@ Interval = tuple[float, float]
 def pve() -> Iterator[FakePveServer]:
     with FakePveServer(time_scale=TIME_SCALE) as server:
         server.wait_ready()
-
-        def setup(p: Any) -> None:
-            p.talos_addresses.update({str(n["mac_addr"]).lower(): n["address"] for n in loopback_nodes()})
-            p.boot_secs = BOOT_SECS
-
-        server.call(setup)
+        prepare_rollout_fake(server, BOOT_SECS)
         yield server
         # Another run on this machine holding the same loopback addresses, not our bug:
         # said here, rather than as a node that never came back.
