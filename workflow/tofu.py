@@ -27,26 +27,30 @@ class Tofu:
         self.env = {**R2_WORKAROUND, **env}
 
     def run(self, *args: str) -> int:
-        argv = ["tofu", f"-chdir={self.stack_dir}", *args]
-        try:
-            proc = subprocess.Popen(argv, env=self.env, text=True)
-        except FileNotFoundError as exc:
-            raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
+        proc = self._start(args, capture=False)
         wait_for_tofu(proc)
         return proc.returncode
 
+    def capture(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """tofu's exit code and output; like run(), it lets tofu finish on Ctrl-C."""
+        proc = self._start(args, capture=True)
+        out, err = wait_for_tofu(proc)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out or "", err or "")
+
     def output_json(self) -> dict[str, Any]:
         """`tofu output -json`, parsed."""
-        proc = subprocess.run(
-            ["tofu", f"-chdir={self.stack_dir}", "output", "-json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = self.capture("output", "-json")
         if proc.returncode != 0:
             raise WorkflowError(f"tofu output failed: {proc.stderr.strip()}")
         return json.loads(proc.stdout)
+
+    def _start(self, args: Sequence[str], *, capture: bool) -> subprocess.Popen[str]:
+        argv = ["tofu", f"-chdir={self.stack_dir}", *args]
+        pipe = subprocess.PIPE if capture else None
+        try:
+            return subprocess.Popen(argv, env=self.env, stdout=pipe, stderr=pipe, text=True)
+        except FileNotFoundError as exc:
+            raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
 
     def ensure_init(self) -> None:
         if not (self.stack_dir / ".terraform").exists():
@@ -98,13 +102,6 @@ def wait_for_tofu(proc: subprocess.Popen[str]) -> tuple[str | None, str | None]:
         if interrupted:
             raise KeyboardInterrupt
         return out, err
-
-
-def capture_tofu(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    """subprocess.run(argv, capture_output=True, text=True) that lets tofu finish on Ctrl-C."""
-    proc = subprocess.Popen(argv, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = wait_for_tofu(proc)
-    return subprocess.CompletedProcess(argv, proc.returncode, out or "", err or "")
 
 
 class TofuFailed(WorkflowError):

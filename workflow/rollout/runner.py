@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from workflow.rollout import health, intent
 from workflow.rollout.classify import Classification, VmChange, classify
 from workflow.rollout.options import RolloutOptions
 from workflow.rollout.order import Step, role_of, steps
-from workflow.tofu import Tofu, capture_tofu
+from workflow.tofu import Tofu
 
 STEP_PLAN = "rollout-step.tfplan"
 STATE_FILE = "rollout-state.json"
@@ -45,16 +44,8 @@ def say(message: str) -> None:
     print(f"rollout: {message}", flush=True)
 
 
-def _capture(tofu: Tofu, *args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        # On Ctrl-C tofu stops on its own and releases the state lock: not killed.
-        return capture_tofu(["tofu", f"-chdir={tofu.stack_dir}", *args], tofu.env)
-    except FileNotFoundError as exc:
-        raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
-
-
 def _checked(tofu: Tofu, what: str, *args: str) -> str:
-    proc = _capture(tofu, *args)
+    proc = tofu.capture(*args)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise WorkflowError(
