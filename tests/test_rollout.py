@@ -145,8 +145,10 @@ def test_classify_a_plan() -> None:
     }
     found = classify(plan)
     assert found.restarting == (
-        VmChange(ctrl0, "k8s-ctrl-0", "update", ("memory",), "pve1", 8010, True),
-        VmChange(f"{VM}.talos_node_k8s_work_2", "k8s-work-2", "replace", ("replaced",), "pve1", None, True),
+        VmChange(ctrl0, "k8s-ctrl-0", "update", ("memory",), "pve1", 8010, True, "pve1"),
+        VmChange(
+            f"{VM}.talos_node_k8s_work_2", "k8s-work-2", "replace", ("replaced",), "pve1", None, True, "pve1"
+        ),
     )
     assert found.other == (
         f"{VM}.talos_node_k8s_ctrl_1",
@@ -337,3 +339,38 @@ def test_the_token_is_sent_as_utf8(secret: str) -> None:
             server.shutdown()
             thread.join(timeout=10)
     assert seen == [f"PVEAPIToken=root@pam!t={secret}".encode()]
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "rest"),
+    [
+        (["--allow-replace", "-no-color"], RolloutOptions(allow_replace=True), ["-no-color"]),
+        (["--kubeconfig", "k.yaml"], RolloutOptions(kubeconfig="k.yaml"), []),
+        (["--kubeconfig=/x/kube config"], RolloutOptions(kubeconfig="/x/kube config"), []),
+        (["--cluster-check", "off"], RolloutOptions(cluster_check="off"), []),
+        (
+            ["--cluster-check=on", "--drain-timeout", "30"],
+            RolloutOptions(cluster_check="on", drain_timeout=30.0),
+            [],
+        ),
+    ],
+)
+def test_cluster_arguments(args: list[str], options: RolloutOptions, rest: list[str]) -> None:
+    assert split_rollout_args(args) == (options, rest)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--allow-replace=yes"], "--allow-replace takes no value"),
+        (["--kubeconfig"], "--kubeconfig needs a value"),
+        (["--kubeconfig="], "--kubeconfig: an empty path (expected the kubeconfig file's path)"),
+        (["--cluster-check", "yes"], "--cluster-check: 'yes' is not one of auto, on, off"),
+        (["--drain-timeout", "-5"], "--drain-timeout: '-5' is not a number of seconds > 0"),
+        (["--drain-timeout", "5m"], "--drain-timeout: '5m' is not a number of seconds > 0"),
+    ],
+)
+def test_bad_cluster_arguments(args: list[str], message: str) -> None:
+    with pytest.raises(WorkflowError) as info:
+        split_rollout_args(args)
+    assert str(info.value) == message

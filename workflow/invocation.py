@@ -15,11 +15,16 @@ def task_name() -> str | None:
 
 def with_yes(command: str) -> str:
     """The command line that confirms `command` without a terminal."""
+    return with_flag(command, "--yes")
+
+
+def with_flag(command: str, flag: str) -> str:
+    """The command line that runs `command` again with `flag`."""
     task = task_name()
     lock = " LOCK_ID=<id>" if command == "force-unlock" else ""
     if task:
-        return f"task {task}{lock} -- --yes"
-    return f"python -m workflow {command}{' <id>' if lock else ''} --yes"
+        return f"task {task}{lock} -- {flag}"
+    return f"python -m workflow {command}{' <id>' if lock else ''} {flag}"
 
 
 def raw_task_var(name: str) -> str | None:

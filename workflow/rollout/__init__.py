@@ -22,7 +22,7 @@ def rolling_apply(
     confirmed beforehand). Extra arguments go to tofu apply (saved plan) or tofu plan (auto)."""
     if saved_plan:
         tofu.check_saved_plan()
-        code = Rollout(tofu, config, options, args).apply_plan(PLAN_FILE)
+        code = Rollout(tofu, config, options, args, "apply").apply_plan(PLAN_FILE)
         tofu.forget_saved_plan()  # a rollout that stopped keeps it: running again resumes
         return code
     plan_file = tofu.stack_dir / AUTO_PLAN
@@ -30,6 +30,6 @@ def rolling_apply(
         code = tofu.run("plan", "-input=false", f"-out={AUTO_PLAN}", *args)
         if code != 0:
             return code
-        return Rollout(tofu, config, options, []).apply_plan(AUTO_PLAN)
+        return Rollout(tofu, config, options, [], "apply-auto").apply_plan(AUTO_PLAN)
     finally:
         plan_file.unlink(missing_ok=True)

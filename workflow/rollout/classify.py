@@ -64,6 +64,12 @@ class VmChange:
     host: str  # the Proxmox node after the change
     vm_id: int | None
     agent: bool  # QEMU guest agent enabled after the change
+    from_host: str = ""  # the Proxmox node before the change (differs for a move)
+
+    @property
+    def restarts(self) -> bool:
+        """The guest reboots: anything but a live migration alone."""
+        return self.reasons != ("node_name",)
 
     @property
     def why(self) -> str:
@@ -118,6 +124,7 @@ def _vm_change(rc: Mapping[str, Any], actions: Sequence[str]) -> VmChange | None
         host=str(after.get("node_name") or before.get("node_name")),
         vm_id=vm_id if isinstance(vm_id, int) else None,
         agent=_agent_enabled(after),
+        from_host=str(before.get("node_name") or after.get("node_name")),
     )
 
 

@@ -37,6 +37,12 @@ class Node:
     agent: bool
     address: str | None  # Talos node address from nodes.yaml
     talos: bool  # probe the Talos API port
+    # With the cluster in view (workflow/rollout/cluster_view.py):
+    boot_id: str | None = None  # the Node's bootID before the restart
+    new_boot: bool = True  # a restart is expected (a live migration keeps the bootID)
+    controller: bool = False  # /readyz must pass too
+    uncordon: bool = False  # cordoned by the rollout: uncordon once healthy
+    replaced: bool = False  # a new, empty VM: healthy once its Talos config made it a Node
 
 
 class ProxmoxApi:
@@ -51,13 +57,14 @@ class ProxmoxApi:
             self._ctx.check_hostname = False
             self._ctx.verify_mode = ssl.CERT_NONE
 
-    def _request(self, method: str, path: str) -> Any:
+    def _request(self, method: str, path: str, form: dict[str, str] | None = None) -> Any:
         if not self._sendable:
             raise ValueError("the API token holds a control character (a line break?)")
+        data = urllib.parse.urlencode(form or {}).encode() if method in ("POST", "PUT") else None
         request = urllib.request.Request(
             self.base + path,
             method=method,
-            data=b"" if method == "POST" else None,
+            data=data,
             headers={"Authorization": self._authorization},  # type: ignore[dict-item]
         )
         with urllib.request.urlopen(request, context=self._ctx, timeout=REQUEST_TIMEOUT) as response:
@@ -81,6 +88,12 @@ class ProxmoxApi:
 
     def agent_ping(self, node: Node) -> None:
         self._request("POST", self.vm_path(node) + "/agent/ping")
+
+    def vm_config(self, host: str, vm_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/nodes/{urllib.parse.quote(host)}/qemu/{vm_id}/config") or {}
+
+    def set_vm_config(self, host: str, vm_id: int, values: dict[str, str]) -> None:
+        self._request("PUT", f"/nodes/{urllib.parse.quote(host)}/qemu/{vm_id}/config", values)
 
 
 def _why(exc: BaseException) -> str:

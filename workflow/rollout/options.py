@@ -8,6 +8,8 @@ from workflow.errors import WorkflowError
 from workflow.rollout.health import TALOS_CHECK_MODES
 
 DEFAULT_NODE_TIMEOUT = 600.0  # a Talos node boots in a minute or two; a slow host gets room
+DEFAULT_DRAIN_TIMEOUT = 300.0  # kubectl drain has none; a PDB that never allows one must end
+CLUSTER_CHECK_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -16,19 +18,36 @@ class RolloutOptions:
     node_timeout: float = DEFAULT_NODE_TIMEOUT  # seconds for a node to be healthy again
     talos_check: str = "auto"  # probe the Talos API port: auto, on, off
     poll_interval: float = 1.0
+    allow_replace: bool = False  # a VM destroyed and created again (its disk lost) may go ahead
+    kubeconfig: str | None = None  # --kubeconfig: overrides KUBECONFIG and ./kubeconfig
+    cluster_check: str = "auto"  # see the cluster through a kubeconfig: auto, on, off
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # seconds to evict a worker's pods
 
 
-FLAGS = {"--parallel": "parallel", "--node-timeout": "node_timeout", "--talos-check": "talos_check"}
+FLAGS = {
+    "--parallel": "parallel",
+    "--node-timeout": "node_timeout",
+    "--talos-check": "talos_check",
+    "--kubeconfig": "kubeconfig",
+    "--cluster-check": "cluster_check",
+    "--drain-timeout": "drain_timeout",
+}
+SWITCHES = {"--allow-replace": "allow_replace"}
 
 
 def split_rollout_args(args: list[str]) -> tuple[RolloutOptions, list[str]]:
     """(the options, the other arguments). `--flag VALUE` and `--flag=VALUE` both work."""
     values: dict[str, str] = {}
+    switches: set[str] = set()
     rest: list[str] = []
     i = 0
     while i < len(args):
         flag, eq, value = args[i].partition("=")
-        if flag in FLAGS:
+        if flag in SWITCHES:
+            if eq:
+                raise WorkflowError(f"{flag} takes no value")
+            switches.add(SWITCHES[flag])
+        elif flag in FLAGS:
             if not eq:
                 if i + 1 >= len(args):
                     raise WorkflowError(f"{flag} needs a value")
@@ -38,21 +57,38 @@ def split_rollout_args(args: list[str]) -> tuple[RolloutOptions, list[str]]:
         else:
             rest.append(args[i])
         i += 1
-    return _parse(values), rest
+    return _parse(values, switches), rest
 
 
-def _parse(values: dict[str, str]) -> RolloutOptions:
-    parallel = values.get("parallel", "1")
-    if not parallel.isdigit() or int(parallel) < 1:
-        raise WorkflowError(f"--parallel: {parallel!r} is not a whole number of workers >= 1")
-    timeout = values.get("node_timeout", str(DEFAULT_NODE_TIMEOUT))
+def _seconds(flag: str, text: str) -> float:
     try:
-        seconds = float(timeout)
+        seconds = float(text)
     except ValueError:
         seconds = -1.0
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise WorkflowError(f"--node-timeout: {timeout!r} is not a number of seconds > 0")
-    mode = values.get("talos_check", "auto")
-    if mode not in TALOS_CHECK_MODES:
-        raise WorkflowError(f"--talos-check: {mode!r} is not one of {', '.join(TALOS_CHECK_MODES)}")
-    return RolloutOptions(parallel=int(parallel), node_timeout=seconds, talos_check=mode)
+        raise WorkflowError(f"{flag}: {text!r} is not a number of seconds > 0")
+    return seconds
+
+
+def _choice(flag: str, value: str, modes: tuple[str, ...]) -> str:
+    if value not in modes:
+        raise WorkflowError(f"{flag}: {value!r} is not one of {', '.join(modes)}")
+    return value
+
+
+def _parse(values: dict[str, str], switches: set[str]) -> RolloutOptions:
+    parallel = values.get("parallel", "1")
+    if not parallel.isdigit() or int(parallel) < 1:
+        raise WorkflowError(f"--parallel: {parallel!r} is not a whole number of workers >= 1")
+    kubeconfig = values.get("kubeconfig")
+    if kubeconfig is not None and not kubeconfig:
+        raise WorkflowError("--kubeconfig: an empty path (expected the kubeconfig file's path)")
+    return RolloutOptions(
+        parallel=int(parallel),
+        node_timeout=_seconds("--node-timeout", values.get("node_timeout", str(DEFAULT_NODE_TIMEOUT))),
+        talos_check=_choice("--talos-check", values.get("talos_check", "auto"), TALOS_CHECK_MODES),
+        allow_replace="allow_replace" in switches,
+        kubeconfig=kubeconfig,
+        cluster_check=_choice("--cluster-check", values.get("cluster_check", "auto"), CLUSTER_CHECK_MODES),
+        drain_timeout=_seconds("--drain-timeout", values.get("drain_timeout", str(DEFAULT_DRAIN_TIMEOUT))),
+    )

@@ -1,12 +1,16 @@
 """The rolling apply: what cannot restart a VM in one go, then restarting VMs node by node.
 
     reviewed plan (saved tfplan, or a fresh plan for apply-auto)
+      ├─ gates (gates.py): etcd quorum, replacements confirmed, controller deletions
+      ├─ the cluster, when a kubeconfig is there (cluster_view.py): every VM has its Node
       └─ classify: restarting VM changes / everything else
-           ├─ none restart: `tofu apply <plan>` as always
+           ├─ none restart: drain the workers to delete, then `tofu apply <plan>`
            └─ some do: print the rollout plan, then
-                1. everything else: plan -target=<each>, check it against the reviewed plan, apply
+                1. everything else (workers to delete drained first): plan -target=<each>,
+                   check it against the reviewed plan, apply
                 2. each step (workers first, N at a time; controllers one at a time):
-                   plan -target=<vm>, check, apply, wait until healthy (or stop)
+                   drain workers / check the control plane, plan -target=<vm>, check,
+                   apply, wait until healthy (or stop), uncordon
 
 Nodes restarted but not yet seen healthy are written to `rollout-state.json` in the stack
 directory, so a run that stopped (timeout, Ctrl-C) checks them first when run again,
@@ -15,18 +19,22 @@ before it restarts anything else.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from config import InfraConfig
 from workflow.errors import WorkflowError
+from workflow.rollout import gates as plan_gates
 from workflow.rollout import health, intent
 from workflow.rollout.classify import Classification, VmChange, classify
+from workflow.rollout.cluster_view import ClusterView, rejoin_hint
+from workflow.rollout.eject import eject_local_iso
 from workflow.rollout.options import RolloutOptions
 from workflow.rollout.order import Step, role_of, steps
 from workflow.tofu import Tofu
@@ -59,31 +67,76 @@ def show_plan(tofu: Tofu, plan_file: str) -> dict[str, Any]:
 
 
 class Rollout:
-    def __init__(self, tofu: Tofu, config: InfraConfig, options: RolloutOptions, apply_args: Sequence[str]):
+    def __init__(
+        self,
+        tofu: Tofu,
+        config: InfraConfig,
+        options: RolloutOptions,
+        apply_args: Sequence[str],
+        command: str = "apply",
+    ):
         self.tofu = tofu
         self.config = config
         self.options = options
         self.apply_args = list(apply_args)
+        self.command = command  # the workflow command, for the lines that say what to type
         self.state_file = tofu.stack_dir / STATE_FILE
         self._api: health.ProxmoxApi | None = None
+        self.cluster: ClusterView | None = None
 
     # ------------------------------------------------------------------ entry points
 
     def apply_plan(self, plan_file: str) -> int:
-        """Apply a reviewed plan file: at once when nothing in it restarts a VM."""
+        """Apply a reviewed plan file, after its gates: at once when nothing in it restarts
+        a VM or deletes a worker the cluster must drain first."""
         reviewed = show_plan(self.tofu, plan_file)
+        gates = plan_gates.read_gates(reviewed, self.config)
+        plan_gates.check_quorum(gates)
         found = classify(reviewed)
-        if not found.restarting:
-            return self.tofu.run("apply", "-input=false", *self.apply_args, plan_file)
-        self.roll(reviewed, found)
-        return 0
+        touched = [c.name for c in found.restarting] + [x.name for x in gates.losses if x.action == "delete"]
+        if touched or self._unfinished():
+            self.cluster = self.see_cluster()
+        try:
+            plan_gates.confirm_replacements(gates, self.options.allow_replace, self.command, say)
+            for line in plan_gates.deletion_steps(gates):
+                say(line)
+            if self.cluster is not None:
+                self.cluster.preflight([c.name for c in found.restarting], gates.deleted_controllers)
+            if not found.restarting:
+                self.wait_for_unfinished()
+                self.drain_removed(gates)
+                return self.tofu.run("apply", "-input=false", *self.apply_args, plan_file)
+            self.roll(reviewed, found, gates)
+            return 0
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
 
-    def roll(self, reviewed: Mapping[str, Any], found: Classification) -> None:
+    def see_cluster(self) -> ClusterView | None:
+        view = ClusterView.connect(self.options, say)
+        if view is None:
+            say(
+                "cannot see the cluster (no kubeconfig: none given with --kubeconfig, KUBECONFIG "
+                "unset, no ./kubeconfig): checking VMs only, not Kubernetes nodes, and no drain"
+            )
+        return view
+
+    def drain_removed(self, gates: plan_gates.PlanGates) -> None:
+        """Workers whose VMs the plan deletes: drained first, when the cluster is in view."""
+        if self.cluster is None:
+            return
+        nodes = self.cluster.api.nodes()
+        for loss in plan_gates.removed(gates, "worker"):
+            if loss.name in nodes:
+                self.cluster.cordon_and_drain(loss.name, nodes[loss.name])
+
+    def roll(self, reviewed: Mapping[str, Any], found: Classification, gates: plan_gates.PlanGates) -> None:
         plan = steps(found.restarting, self.config, self.options.parallel)
         self.print_plan(plan, found)
         started = time.monotonic()
         self.wait_for_unfinished()
         if found.other:
+            self.drain_removed(gates)
             self.apply_step(reviewed, list(found.other), f"{len(found.other)} changes that restart no VM")
         total = sum(len(s.changes) for s in plan)
         done = 0
@@ -93,12 +146,18 @@ class Rollout:
                 if len(step.changes) == 1
                 else f"[{done + 1}-{done + len(step.changes)}/{total}]"
             )
+            remaining = plan[index + 1 :]
             nodes = [self.node(c) for c in step.changes]
             applied = self.apply_step(
-                reviewed, [c.address for c in step.changes], f"{label} {step.names}", nodes
+                reviewed,
+                [c.address for c in step.changes],
+                f"{label} {step.names}",
+                nodes,
+                before=functools.partial(self.before_step, step, nodes, label, remaining),
             )
             t0 = time.monotonic()
-            self.wait_healthy(nodes, label, remaining=plan[index + 1 :])
+            self.stop_if_replaced(nodes, label, remaining)
+            self.wait_healthy(nodes, label, remaining=remaining)
             verb = "healthy again" if applied else "already applied; healthy"
             say(f"{label} {step.names}: {verb} after {time.monotonic() - t0:.1f} s")
             done += len(step.changes)
@@ -124,15 +183,51 @@ class Rollout:
 
     # ------------------------------------------------------------------ applying
 
+    def before_step(
+        self, step: Step, nodes: list[health.Node], label: str, remaining: Sequence[Step]
+    ) -> None:
+        """Just before a step's VMs change: drain workers or check the control plane (the
+        nodes learn their boot ids), and take a local ISO out of a VM that moves."""
+        for i, (change, node) in enumerate(zip(step.changes, nodes, strict=True)):
+            if self.cluster is not None and change.restarts:
+                try:
+                    nodes[i] = self.cluster.before_restart(node, step.role == "controller")
+                except WorkflowError as exc:
+                    untouched = [c.name for s in remaining for c in s.changes]
+                    rest = f"; not restarted: {', '.join(untouched)}" if untouched else ""
+                    raise RolloutStopped(f"rollout stopped {label}: {exc}{rest}") from exc
+            proxmox = self.config.proxmox
+            if change.action == "migrate" and proxmox is not None and not proxmox.iso_storage_shared:
+                eject_local_iso(self.api, change, say)
+
+    def stop_if_replaced(self, nodes: Sequence[health.Node], label: str, remaining: Sequence[Step]) -> None:
+        """A replaced VM boots an empty disk into Talos maintenance mode: it is a node of the
+        cluster again only once the operator applied its Talos config."""
+        replaced = [n for n in nodes if n.replaced]
+        if self.cluster is None or not replaced:
+            return
+        if all(self.cluster.not_healthy(n) is None for n in replaced):
+            return
+        node = replaced[0]
+        untouched = [c.name for s in remaining for c in s.changes]
+        rest = f"; not restarted yet: {', '.join(untouched)}" if untouched else ""
+        raise RolloutStopped(
+            f"rollout stopped {label}: {node.name} was replaced and boots into Talos maintenance "
+            f"mode; run `{rejoin_hint(node)}` to make it a node of the cluster again, then run "
+            f"this task again to resume{rest}"
+        )
+
     def apply_step(
         self,
         reviewed: Mapping[str, Any],
         addresses: list[str],
         label: str,
         nodes: list[health.Node] | None = None,
+        before: Callable[[], None] | None = None,
     ) -> bool:
         """Plan the addresses again, check against the reviewed plan, apply. False when the
-        reviewed changes were applied already (a resumed run)."""
+        reviewed changes were applied already (a resumed run). `before` runs just before
+        the apply (a drain), after the plan was found unchanged."""
         step_plan = self.tofu.stack_dir / STEP_PLAN
         targets = [f"-target={a}" for a in addresses]
         try:
@@ -147,6 +242,8 @@ class Rollout:
                 )
             if not intent.changes(planned):
                 return False
+            if before is not None:
+                before()
             if nodes:
                 self.remember(nodes)
             say(f"{label}: applying ...")
@@ -180,7 +277,17 @@ class Rollout:
         talos = address is not None and health.talos_reachable(
             address, str(cidr) if cidr else None, self.options.talos_check
         )
-        return health.Node(change.name, change.host, change.vm_id, change.agent, address, talos)
+        return health.Node(
+            change.name,
+            change.host,
+            change.vm_id,
+            change.agent,
+            address,
+            talos,
+            new_boot=change.restarts,
+            controller=role_of(change, self.config) == "controller",
+            replaced=change.action == "replace",
+        )
 
     def wait_healthy(self, nodes: Sequence[health.Node], label: str, remaining: Sequence[Step] = ()) -> None:
         deadline = time.monotonic() + self.options.node_timeout
@@ -189,11 +296,16 @@ class Rollout:
         while True:
             for node in list(waiting):
                 why = health.check(self.api, node)
+                if why is None and self.cluster is not None:
+                    why = self.cluster.not_healthy(node)
                 if why is None:
                     waiting.remove(node)
                 else:
                     problem[node.name] = why
             if not waiting:
+                if self.cluster is not None:
+                    for node in nodes:
+                        self.cluster.after_healthy(node)
                 self.forget(nodes)
                 return
             if time.monotonic() >= deadline:
@@ -202,10 +314,14 @@ class Rollout:
         node = waiting[0]
         untouched = [c.name for s in remaining for c in s.changes]
         rest = f"; not restarted: {', '.join(untouched)}" if untouched else ""
+        todo = (
+            f"run `{rejoin_hint(node)}`, then run the task again to resume"
+            if node.replaced and self.cluster is not None
+            else "run the task again to resume once it is back"
+        )
         raise RolloutStopped(
             f"rollout stopped {label}: {node.name} did not come back within "
-            f"{self.options.node_timeout:g} s: {problem[node.name]}{rest}; "
-            "run the task again to resume once it is back"
+            f"{self.options.node_timeout:g} s: {problem[node.name]}{rest}; {todo}"
         )
 
     # ------------------------------------------------------------------ resume state
