@@ -86,7 +86,9 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
         return tofu.plan(args)
     if rollout_options is not None:  # apply, apply-auto
         # Changes that restart VMs roll out node by node (workflow/rollout/).
-        return rolling_apply(tofu, config, rollout_options, args, saved_plan=command == "apply")
+        return rolling_apply(
+            tofu, config, rollout_options, args, saved_plan=command == "apply", root=ws.cluster.parent
+        )
     if command == "destroy":
         return tofu.run("destroy", "-input=false", "-auto-approve", *args)
     if command == "state-list":

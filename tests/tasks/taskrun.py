@@ -48,7 +48,8 @@ class TaskWorkspace(ConfigDir):
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("INFRA_AUTO_APPROVE",) and not k.startswith(("TF_HTTP_", "PROXMOX_VE_"))
+            # A KUBECONFIG of the machine's own would put its cluster in every rollout.
+            if k not in ("INFRA_AUTO_APPROVE", "KUBECONFIG") and not k.startswith(("TF_HTTP_", "PROXMOX_VE_"))
         }
         env.update(
             {

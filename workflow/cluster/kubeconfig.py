@@ -1,9 +1,10 @@
 """Which kubeconfig the rollout uses, and reading it without trusting a byte of it.
 
 Found from `--kubeconfig PATH`, else `KUBECONFIG` (a list of files, merged as kubectl
-does: the first file to set a name wins), else `./kubeconfig`, where the template setup's
-`task bootstrap:talos` leaves it. `--cluster-check` decides: `off` never uses one, `on`
-needs one, `auto` uses one when it is there.
+does: the first file to set a name wins), else `kubeconfig` beside cluster.yaml (the
+repository root), where the template setup's `task bootstrap:talos` leaves it.
+`--cluster-check` decides: `off` never uses one, `on` needs one, `auto` uses one when it
+is there.
 
 The file holds credentials: no message quotes its content (a YAML error gives a line
 number only), and the kubernetes client's copies of certificate data go to a private
@@ -45,7 +46,7 @@ class Found:
         return os.pathsep.join(str(p) for p in self.paths)
 
 
-def locate(option: str | None, mode: str, env: Mapping[str, str], cwd: Path) -> Found | None:
+def locate(option: str | None, mode: str, env: Mapping[str, str], root: Path) -> Found | None:
     """The kubeconfig to use, or None (`off`, or `auto` with none found)."""
     if mode == "off":
         return None
@@ -61,7 +62,7 @@ def locate(option: str | None, mode: str, env: Mapping[str, str], cwd: Path) -> 
                 "unset it, or pass --cluster-check off to apply without the cluster check)"
             )
         return Found(present, ENV)
-    default = cwd / DEFAULT_NAME
+    default = root / DEFAULT_NAME
     if default.exists():
         return Found((default,), f"./{DEFAULT_NAME}")
     if mode == "on":

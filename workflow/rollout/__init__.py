@@ -4,6 +4,7 @@ waited for until healthy (workers first, never two controllers at once)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from config import InfraConfig
 from workflow.rollout.options import RolloutOptions, split_rollout_args
@@ -16,13 +17,20 @@ __all__ = ["RolloutOptions", "rolling_apply", "split_rollout_args"]
 
 
 def rolling_apply(
-    tofu: Tofu, config: InfraConfig, options: RolloutOptions, args: Sequence[str], *, saved_plan: bool
+    tofu: Tofu,
+    config: InfraConfig,
+    options: RolloutOptions,
+    args: Sequence[str],
+    *,
+    saved_plan: bool,
+    root: Path | None = None,
 ) -> int:
     """`task infra:apply` (the saved, reviewed plan) or `task infra:apply-auto` (a fresh plan,
-    confirmed beforehand). Extra arguments go to tofu apply (saved plan) or tofu plan (auto)."""
+    confirmed beforehand). Extra arguments go to tofu apply (saved plan) or tofu plan (auto).
+    `root`: where cluster.yaml is, and so the template setup's `kubeconfig`."""
     if saved_plan:
         tofu.check_saved_plan()
-        code = Rollout(tofu, config, options, args, "apply").apply_plan(PLAN_FILE)
+        code = Rollout(tofu, config, options, args, "apply", root).apply_plan(PLAN_FILE)
         tofu.forget_saved_plan()  # a rollout that stopped keeps it: running again resumes
         return code
     plan_file = tofu.stack_dir / AUTO_PLAN
@@ -30,6 +38,6 @@ def rolling_apply(
         code = tofu.run("plan", "-input=false", f"-out={AUTO_PLAN}", *args)
         if code != 0:
             return code
-        return Rollout(tofu, config, options, [], "apply-auto").apply_plan(AUTO_PLAN)
+        return Rollout(tofu, config, options, [], "apply-auto", root).apply_plan(AUTO_PLAN)
     finally:
         plan_file.unlink(missing_ok=True)

@@ -33,10 +33,10 @@ class ClusterView:
 
     @classmethod
     def connect(
-        cls, options: RolloutOptions, say: Callable[[str], None], cwd: Path | None = None
+        cls, options: RolloutOptions, say: Callable[[str], None], root: Path | None = None
     ) -> ClusterView | None:
         """The cluster from the kubeconfig, checked to answer; None when there is none to use."""
-        found = kubeconfig.locate(options.kubeconfig, options.cluster_check, os.environ, cwd or Path.cwd())
+        found = kubeconfig.locate(options.kubeconfig, options.cluster_check, os.environ, root or Path.cwd())
         if found is None:
             return None
         api = KubeApi(kubeconfig.read(found), found.shown)

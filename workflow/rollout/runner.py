@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from config import InfraConfig
@@ -74,12 +75,14 @@ class Rollout:
         options: RolloutOptions,
         apply_args: Sequence[str],
         command: str = "apply",
+        root: Path | None = None,
     ):
         self.tofu = tofu
         self.config = config
         self.options = options
         self.apply_args = list(apply_args)
         self.command = command  # the workflow command, for the lines that say what to type
+        self.root = root or Path.cwd()  # where cluster.yaml is: ./kubeconfig is looked up there
         self.state_file = tofu.stack_dir / STATE_FILE
         self._api: health.ProxmoxApi | None = None
         self.cluster: ClusterView | None = None
@@ -113,7 +116,7 @@ class Rollout:
                 self.cluster.close()
 
     def see_cluster(self) -> ClusterView | None:
-        view = ClusterView.connect(self.options, say)
+        view = ClusterView.connect(self.options, say, self.root)
         if view is None:
             say(
                 "cannot see the cluster (no kubeconfig: none given with --kubeconfig, KUBECONFIG "
