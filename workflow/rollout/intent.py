@@ -34,6 +34,12 @@ def changes(plan: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def output_changes(plan: Mapping[str, Any]) -> list[str]:
+    """Names of the root outputs the plan changes."""
+    outputs = plan.get("output_changes") or {}
+    return sorted(name for name, c in outputs.items() if list(c.get("actions") or []) != ["no-op"])
+
+
 def changed_values(change: Mapping[str, Any]) -> dict[str, Any]:
     """path -> value after the change, for every leaf that differs from before."""
     before = dict(_leaves(change.get("before")))

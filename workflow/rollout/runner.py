@@ -164,6 +164,9 @@ class Rollout:
             verb = "healthy again" if applied else "already applied; healthy"
             say(f"{label} {step.names}: {verb} after {time.monotonic() - t0:.1f} s")
             done += len(step.changes)
+        # `-target` leaves the root outputs as they were: one last, untargeted plan brings
+        # them up to date (and must change no resource the reviewed plan did not).
+        self.apply_step(reviewed, [], "the outputs")
         say(f"done: {total} node{'s' * (total != 1)} restarted in turn in {time.monotonic() - started:.1f} s")
 
     # ------------------------------------------------------------------ printing
@@ -243,7 +246,7 @@ class Rollout:
                     f"{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''}); nothing "
                     "more was applied; run `task infra:plan` again and review it"
                 )
-            if not intent.changes(planned):
+            if not intent.changes(planned) and not intent.output_changes(planned):
                 return False
             if before is not None:
                 before()
