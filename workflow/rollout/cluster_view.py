@@ -76,7 +76,8 @@ class ClusterView:
         """The node with what its health check needs later (boot id, who uncordons)."""
         state = self._node(node.name)
         if controller:
-            self.control_plane_ready(f"before restarting {node.name}")
+            ready = self.control_plane_ready(f"before restarting {node.name}")
+            self.say(f"{node.name}: control plane ready ({ready} control-plane Nodes Ready, /readyz passes)")
             return replace(node, boot_id=state.boot_id, controller=True)
         self.cordon_and_drain(node.name, state)
         return replace(node, boot_id=state.boot_id, uncordon=not state.unschedulable)
@@ -94,9 +95,11 @@ class ClusterView:
             raise DrainTimeout(f"{exc}; {name} stays cordoned and was not restarted") from exc
         self.say(f"{name}: drained ({evicted} pod{'s' * (evicted != 1)} evicted)")
 
-    def control_plane_ready(self, when: str) -> None:
+    def control_plane_ready(self, when: str) -> int:
+        """How many control-plane Nodes are Ready; raises unless all are and /readyz passes."""
         nodes = self.api.nodes()
-        down = [n for n in nodes.values() if n.control_plane and not n.ready]
+        plane = [n for n in nodes.values() if n.control_plane]
+        down = [n for n in plane if not n.ready]
         if down:
             raise ClusterError(
                 f"{when}: control-plane node {down[0].name} is not Ready ({down[0].why}); "
@@ -105,6 +108,7 @@ class ClusterView:
         why = self.api.readyz()
         if why:
             raise ClusterError(f"{when}: the API server is not ready: {why}; nothing more was applied")
+        return len(plane)
 
     def not_healthy(self, node: health.Node) -> str | None:
         """None once the cluster counts the node healthy again, else why not (one phrase)."""
@@ -122,6 +126,8 @@ class ClusterView:
         return None
 
     def after_healthy(self, node: health.Node) -> None:
+        boot = "with a new bootID" if node.new_boot else "(moved live: same boot)"
+        self.say(f"{node.name}: Node Ready {boot}" + (", /readyz passes" if node.controller else ""))
         if node.uncordon:
             self.api.set_unschedulable(node.name, False)
             self.say(f"{node.name}: uncordoned")
