@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Hashable, Mapping, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from config.errors import Problem, show_key
@@ -81,20 +81,140 @@ def cross_checks(
             problems.append(
                 Problem(ndisplay, nsrc.line_of(("nodes", i, "address")), f"nodes[{i}].address", what)
             )
+        mac = n.get("mac_addr")
+        what = _mac_problem(mac) if mac is not None else None
+        if what:
+            problems.append(
+                Problem(ndisplay, nsrc.line_of(("nodes", i, "mac_addr")), f"nodes[{i}].mac_addr", what)
+            )
+    problems += _network_problems(cluster, csrc, cdisplay)
     return problems
+
+
+# Addresses no host on a LAN can use: (block, what an address in it is, what a network
+# overlapping it holds, what was expected). An address gets the first that applies.
+# Loopback is the exception (_LOOPBACK): a test cluster whose node_cidr is in 127.0.0.0/8
+# (the fake nodes of the rolling apply's tests and benches) runs on this machine alone.
+_LOOPBACK = IPv4Network("127.0.0.0/8")
+_NOT_FOR_HOSTS: tuple[tuple[IPv4Network, str, str, str], ...] = (
+    (
+        IPv4Network("0.0.0.0/8"),
+        'an unspecified ("this network") address',
+        'unspecified ("this network") addresses',
+        "a host address, outside 0.0.0.0/8",
+    ),
+    (
+        _LOOPBACK,
+        "a loopback address",
+        "loopback addresses",
+        "an address on the LAN: loopback only in a test cluster whose node_cidr is in 127.0.0.0/8",
+    ),
+    (
+        IPv4Network("169.254.0.0/16"),
+        "a link-local address",
+        "link-local addresses",
+        "a routable address, outside 169.254.0.0/16",
+    ),
+    (
+        IPv4Network("224.0.0.0/4"),
+        "a multicast address",
+        "multicast addresses",
+        "a unicast address, outside 224.0.0.0/4",
+    ),
+    (
+        IPv4Network("255.255.255.255/32"),
+        "the limited broadcast address",
+        "the limited broadcast address",
+        "a host address",
+    ),
+    (
+        IPv4Network("240.0.0.0/4"),
+        "a reserved (class E) address",
+        "reserved (class E) addresses",
+        "a host address, outside 240.0.0.0/4",
+    ),
+)
+# The addresses of cluster.yaml that hosts on node_cidr use besides the nodes' own.
+CLUSTER_ADDRESS_KEYS = ("node_default_gateway", "cluster_api_addr")
+
+
+def _loopback_cluster(cluster: ClusterFile) -> bool:
+    return cluster.node_cidr is not None and cluster.node_cidr.subnet_of(_LOOPBACK)
+
+
+def _class_problem(address: IPv4Address, cluster: ClusterFile) -> str | None:
+    """An address of a kind no LAN host can use, whatever the cluster's network."""
+    for block, what, _, expected in _NOT_FOR_HOSTS:
+        if address in block and not (block is _LOOPBACK and _loopback_cluster(cluster)):
+            return f"{address} is {what} (expected {expected})"
+    return None
+
+
+def _host_problem(address: IPv4Address, net: IPv4Network) -> str | None:
+    if net.prefixlen <= 30 and address in (net.network_address, net.broadcast_address):
+        which = "network" if address == net.network_address else "broadcast"
+        return f"{address} is the {which} address of node_cidr {net} (expected a host address)"
+    return None
 
 
 def _address_problem(address: IPv4Address, cluster: ClusterFile) -> str | None:
     """What is wrong with a node address given the cluster's network, if anything."""
+    what = _class_problem(address, cluster)
+    if what:
+        return what
     net = cluster.node_cidr
     if net is not None and address not in net:
         return f"{address} is outside node_cidr (expected an address in {net})"
-    if net is not None and net.prefixlen <= 30 and address in (net.network_address, net.broadcast_address):
-        which = "network" if address == net.network_address else "broadcast"
-        return f"{address} is the {which} address of node_cidr {net} (expected a host address)"
-    for key in ("node_default_gateway", "cluster_api_addr"):
+    if net is not None and (what := _host_problem(address, net)):
+        return what
+    for key in CLUSTER_ADDRESS_KEYS:
         if getattr(cluster, key) == address:
             return f"{address} is also {key} (expected an address of the node's own)"
+    return None
+
+
+def _network_problems(cluster: ClusterFile, csrc: YamlSource, cdisplay: str) -> list[Problem]:
+    """node_cidr, the gateway and the API address: each usable on a LAN, and in place."""
+    problems = []
+    net = cluster.node_cidr
+    if net is not None:
+        what = _cidr_problem(net)
+        if what:
+            problems.append(Problem(cdisplay, csrc.line_of(("node_cidr",)), "node_cidr", what))
+    for key in CLUSTER_ADDRESS_KEYS:
+        address = getattr(cluster, key)
+        if address is None:
+            continue
+        what = _class_problem(address, cluster)
+        if what is None and net is not None:
+            what = _host_problem(address, net)
+        if what is None and key == "cluster_api_addr" and address == cluster.node_default_gateway:
+            what = f"{address} is also node_default_gateway (expected an address of its own)"
+        if what:
+            problems.append(Problem(cdisplay, csrc.line_of((key,)), key, what))
+    return problems
+
+
+def _cidr_problem(net: IPv4Network) -> str | None:
+    """A node network that no LAN can use."""
+    for block, _, held, _ in _NOT_FOR_HOSTS:
+        if block.prefixlen == 32 or not net.overlaps(block):
+            continue  # (the limited broadcast address is also in 240.0.0.0/4)
+        if block is _LOOPBACK and net.subnet_of(block):
+            return None  # a test cluster on this machine
+        where = "is in" if net.subnet_of(block) else "includes"
+        return f"{net} {where} {block}, {held} (expected a LAN network such as '10.0.0.0/24')"
+    return None
+
+
+def _mac_problem(mac: str) -> str | None:
+    """A MAC address that cannot be a NIC's own (mac_addr matched MAC_RE: lower-case)."""
+    if mac == "ff:ff:ff:ff:ff:ff":
+        return f"{mac} is the broadcast MAC address (expected a unicast MAC: the first octet's lowest bit 0)"
+    if int(mac[:2], 16) & 1:
+        return f"{mac} is a multicast MAC address (expected a unicast MAC: the first octet's lowest bit 0)"
+    if mac == "00:00:00:00:00:00":
+        return f"{mac} is the all-zero MAC address (expected a MAC of the VM's own, not all zeros)"
     return None
 
 
