@@ -43,6 +43,8 @@ For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
   leave no window in which two VMs could be seen down together. `boot_secs` sets the
   simulated seconds a VM takes to shut down and to start (times `time_scale`).
 - A stopped VM's guest agent is gone until the VM runs again (fakepve keeps answering).
+- `power_listeners` are told (VM name, status) of every change, e.g. devenv/kube.py's
+  simulated kubelets, which keep Kubernetes Nodes in step.
 - A node's Talos API: a listening TCP socket on the node's address (`talos_addresses`,
   MAC -> a loopback address) and port 50000 while its VM runs; a name in `talos_down`
   keeps it closed, as a node that does not come back after a restart. The guest agent
@@ -154,15 +156,21 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
         # Fake Talos APIs that could not listen (the address in use): a reason for a test.
         self.talos_errors: list[str] = []
         self._talos_sockets: dict[int, socket.socket] = {}
+        # Called with (VM name, status) after every power state change, on the fake's
+        # loop: a listener must return at once (queue the event) and not raise.
+        self.power_listeners: list[Callable[[str, str], None]] = []
         self.vms = RecordedVms(self)
 
     # ------------------------------------------------------------ power and Talos
 
     def power_changed(self, vm: Any, status: str) -> None:
-        self.power_log.append((time.monotonic(), vm.vmid, str(vm.config.get("name") or vm.name), status))
+        name = str(vm.config.get("name") or vm.name)
+        self.power_log.append((time.monotonic(), vm.vmid, name, status))
         if status != "running":
             vm.agent = None  # the guest (and its agent) is down
         self._sync_talos(vm)
+        for listener in list(self.power_listeners):
+            listener(name, status)
 
     def set_talos_down(self, name: str, down: bool) -> None:
         (self.talos_down.add if down else self.talos_down.discard)(name)
