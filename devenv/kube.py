@@ -648,6 +648,8 @@ class _Node:
     ready_at: float | None = None  # when the kubelet of the current boot reports Ready
     new_boot: bool = False  # the next Ready report carries a new bootID
     boot_seen: tuple[Any, Any] | None = None  # (vmid, started_at) the last VM re-read saw
+    vm_id: Any = None  # the VM this Node belongs to; another id under its name is a new VM
+    maintenance: bool = False  # a new VM under the name: no Node until rejoin()
     boot_id: str = ""  # as reported to the API
     reported: tuple[bool, str] | None = None  # (ready, bootID) last written
     transition: str = ""  # lastTransitionTime of the Ready condition
@@ -863,6 +865,17 @@ class SimulatedKubelets:
                 n.name: n.boot_id for n in self._nodes.values() if n.boot_id and n.name not in self._missing
             }
 
+    def rejoin(self, name: str) -> None:
+        """What `task talos:apply-node` does for a replaced VM: its Talos config installed,
+        it boots into the cluster and its Node turns Ready (a new bootID) after ready_delay."""
+        ids = self.pve.call(lambda p: [vm.vmid for vm in p.vms if vm.name == name], timeout=10)
+        with self._lock:
+            node = self._nodes[name]
+            node.maintenance = False
+            node.vm_id = ids[-1] if ids else node.vm_id
+            if node.running:
+                self._boot(node, time.monotonic() + self.ready_delay)
+
     def set_missing(self, node: str) -> None:
         """Delete that Node and never register it again (a VM without its Node)."""
         with self._lock:
@@ -1011,6 +1024,9 @@ class SimulatedKubelets:
         if node is None:
             return
         if status == "running":
+            ids = self.pve.call(lambda p: [vm.vmid for vm in p.vms if vm.name == name], timeout=10)
+            if ids:
+                self._identify(node, ids[-1])
             if not node.running:
                 self._boot(node, at + self.ready_delay)
         elif node.running:
@@ -1021,6 +1037,15 @@ class SimulatedKubelets:
         node.ready_at = ready_at
         node.new_boot = True
         node.boot_seen = None  # adopted by the next VM re-read
+
+    @staticmethod
+    def _identify(node: _Node, vmid: Any) -> None:
+        """A VM created again under the node's name (another vmid) boots an empty disk into
+        Talos maintenance mode: it is no Node of the cluster until rejoin()."""
+        if node.vm_id is None:
+            node.vm_id = vmid
+        elif vmid != node.vm_id:
+            node.maintenance = True
 
     @staticmethod
     def _down(node: _Node) -> None:
@@ -1042,6 +1067,8 @@ class SimulatedKubelets:
         for name, status, vmid, started in vms:
             if status == "running":
                 seen[name] = (vmid, started)
+                if name in self._nodes:
+                    self._identify(self._nodes[name], vmid)
             else:
                 seen.setdefault(name, None)
         now = time.monotonic()
@@ -1072,6 +1099,8 @@ class SimulatedKubelets:
     def _node_ready(self, name: str, now: float | None = None) -> bool:
         node = self._nodes.get(name)
         if node is None or name in self._missing or not node.running or node.ready_at is None:
+            return False
+        if node.maintenance:
             return False
         return (now or time.monotonic()) >= node.ready_at
 

@@ -313,6 +313,27 @@ def test_a_change_no_listener_told_of_still_converges(kube: KubeApi, prefix: str
         kubelets.wait(lambda: ready(node(kube, name)) == "Unknown", 3, "NotReady from the periodic re-read")
 
 
+def test_a_new_vm_under_the_name_is_no_node_until_it_rejoins(kube: KubeApi, prefix: str) -> None:
+    with cluster(kube, prefix, {"w-0": ("worker", "running")}) as (pve, kubelets, ids):
+        name = f"{prefix}-w-0"
+        before = kubelets.boot_ids()[name]
+
+        def replace(p: Any) -> None:  # what a replaced VM is: another vmid under the name
+            p.vms.remove(p.vm(ids[name]))
+            p.add_vm(ids[name] + 1000, name, status="running")
+
+        pve.call(replace)
+        kubelets.wait(lambda: ready(node(kube, name)) == "Unknown", READY_DELAY + 3, "maintenance mode")
+        time.sleep(READY_DELAY + 1.2)  # past a ready delay and a re-read: still no Node Ready
+        assert ready(node(kube, name)) == "Unknown"
+        kubelets.rejoin(name)
+        kubelets.wait(
+            lambda: ready(node(kube, name)) == "True" and boot_id(kube, name) != before,
+            READY_DELAY + 3,
+            "Ready with a new bootID once it rejoined",
+        )
+
+
 def test_a_node_set_missing_is_deleted_and_stays_away(kube: KubeApi, prefix: str) -> None:
     vms = {"w-0": ("worker", "running"), "w-1": ("worker", "running")}
     with cluster(kube, prefix, vms) as (_pve, kubelets, _ids):
