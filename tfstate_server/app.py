@@ -19,6 +19,7 @@ from tfstate_server.auth import REALM_HEADER, Credentials
 from tfstate_server.drain import Drain
 from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
 from tfstate_server.lockwait import LockWaiters
+from tfstate_server.metrics import METRICS, Metrics
 from tfstate_server.names import is_valid_name
 from tfstate_server.ratelog import RateLimitedLog
 from tfstate_server.statebody import (
@@ -55,6 +56,7 @@ class ServerConfig:
     history: HistoryPolicy
     allow_force_unlock: bool = True
     body_timeout: float = 60.0  # seconds for a whole request body to arrive
+    client_cert_required: bool = False  # mutual TLS: see tls.py
 
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -214,6 +216,10 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
     except StateConflict as exc:
         return _error(409, str(exc))
     request["tfstate_version"] = version
+    metrics = request.app[METRICS]
+    if metrics is not None:
+        metrics.state_writes.inc()
+        metrics.bytes_written.inc(len(body))
     return web.Response(status=200)
 
 
@@ -241,20 +247,34 @@ async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamR
         return _error(400, str(exc))
     request["tfstate_lock"] = info.id
     store = request.app[CONFIG].store
+    metrics = request.app[METRICS]
     # Under contention most LOCKs meet a held lock: they see it without a thread, a
     # flock or a write, and wait a moment for its release (see lockwait).
     holder = store.peek_lock(key)
+    waited = False
     if holder is not None and holder.id != info.id:
+        waited = True
         await request.app[WAITERS].wait(key)
         holder = store.peek_lock(key)
         if holder is not None and holder.id != info.id:
+            if metrics is not None:
+                metrics.lock_waits.labels("refused").inc()
+                metrics.lock_conflicts.inc()
             return _locked(holder)
     try:
         await _lock_call(store, store.lock, key, info)
     except LockHeld as exc:
+        if metrics is not None:
+            if waited:
+                metrics.lock_waits.labels("refused").inc()
+            metrics.lock_conflicts.inc()
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
+    if metrics is not None:
+        if waited:
+            metrics.lock_waits.labels("granted").inc()
+        metrics.lock_grants.inc()
     return web.Response(body=info.to_json(), content_type="application/json")
 
 
@@ -335,12 +355,18 @@ ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     ("versions",): {"GET": list_versions},
     ("versions", "*"): {"GET": get_version},
 }
+ROUTE_LABELS = {(): "state", ("lock",): "lock", ("versions",): "versions", ("versions", "*"): "version"}
 
 
 def _method_not_allowed(methods: Iterable[str]) -> web.Response:
     response = _error(405, "method not allowed")
     response.headers["Allow"] = ", ".join(methods)
     return response
+
+
+def _has_client_cert(request: web.Request) -> bool:
+    transport = request.transport
+    return bool(transport is not None and transport.get_extra_info("peercert"))
 
 
 def _authenticate(request: web.Request) -> str | None:
@@ -359,11 +385,21 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except UnicodeDecodeError:
         return _error(400, "path is not UTF-8")
     if segments == ["health"]:
+        request["tfstate_route"] = "health"
         if request.method != "GET":
             return _method_not_allowed(("GET",))
         return _json({"status": "ok"})
     if not segments or segments[0] != "states" or len(segments) < 2:
         return _error(404, "not found")
+    if request.app[CONFIG].client_cert_required and not _has_client_cert(request):
+        return _error(403, "a client certificate is required (mutual TLS)")
+    rest = segments[2:]
+    pattern: tuple[str, ...] | None = tuple(rest) if len(rest) <= 1 else None
+    if len(rest) == 2 and rest[0] == "versions":
+        pattern = ("versions", "*")
+    methods = ROUTES.get(pattern) if pattern is not None else None
+    if methods is not None:
+        request["tfstate_route"] = ROUTE_LABELS[pattern]  # type: ignore[index]
     user = _authenticate(request)
     if user is None:
         return web.Response(
@@ -373,14 +409,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
         )
     request["tfstate_user"] = user
-    name, rest = segments[1], segments[2:]
+    name = segments[1]
     if not is_valid_name(name):
         return _error(400, "state name must be one path segment of [A-Za-z0-9._-]")
     request["tfstate_name"] = name
-    pattern: tuple[str, ...] | None = tuple(rest) if len(rest) <= 1 else None
-    if len(rest) == 2 and rest[0] == "versions":
-        pattern = ("versions", "*")
-    methods = ROUTES.get(pattern) if pattern is not None else None
     if methods is None:
         return _error(404, "not found")
     handler = methods.get(request.method)
@@ -399,6 +431,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         # gets the reason, and a hint to its retry logic (go-retryablehttp honours
         # Retry-After on 503).
         STORE_ERRORS.log("%s %s: %s (%s)", request.method, key, exc.reason, exc.detail)
+        metrics = request.app[METRICS]
+        if metrics is not None:
+            metrics.store_fault(exc.status)
         response = _error(exc.status, exc.reason)
         if exc.status == 503:
             response.headers["Retry-After"] = "5"
@@ -406,12 +441,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(
-    config: ServerConfig, drain: Drain | None = None, *extra: Callable[..., Awaitable[web.StreamResponse]]
+    config: ServerConfig,
+    drain: Drain | None = None,
+    *extra: Callable[..., Awaitable[web.StreamResponse]],
+    metrics: Metrics | None = None,
 ) -> web.Application:
     middlewares = [*extra, access_log_middleware] + ([drain.middleware] if drain else [])
     # Bodies are read by the handlers with their own limits.
     app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[CONFIG] = config
+    app[METRICS] = metrics
     app[WAITERS] = LockWaiters()
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

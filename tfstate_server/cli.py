@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from tfstate_server import auth
+from tfstate_server import auth, logsetup
 from tfstate_server.app import ServerConfig
 from tfstate_server.connections import DEFAULT_MAX_CONNECTIONS
+from tfstate_server.metrics import Metrics
 from tfstate_server.statebody import HistoryPolicy
 from tfstate_server.storage import DEFAULT_STORE, StoreURLError, open_store
+from tfstate_server.tls import ServerTLS, TLSError, TLSFiles
 
 PROG = "tfstate-server"
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -89,19 +93,55 @@ def _timeout(text: str) -> float:
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+        raise UsageError(f"{option} {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise UsageError(f"--listen {text!r}: {host!r} is not an IPv6 address") from None
+            raise UsageError(f"{option} {text!r}: {host!r} is not an IPv6 address") from None
     elif not _HOSTNAME.fullmatch(host):
-        raise UsageError(f"--listen {text!r}: {host!r} is not a host name or address")
+        raise UsageError(f"{option} {text!r}: {host!r} is not a host name or address")
     return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True if every address the host stands for is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    addresses = {str(info[4][0]).partition("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def _tls(args: argparse.Namespace, host: str) -> ServerTLS | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both or neither")
+    if args.tls_cert is None:
+        if args.tls_client_ca is not None:
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        if not args.insecure_http and not is_loopback(host):
+            raise UsageError(
+                f"--listen {args.listen!r} is not a loopback address, and plain HTTP would send "
+                "passwords and states in clear: give --tls-cert and --tls-key, or "
+                "--insecure-http if a TLS proxy sits in front"
+            )
+        return None
+    try:
+        tls = ServerTLS(TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca))
+    except TLSError as exc:
+        raise UsageError(str(exc)) from None
+    if tls.warning:
+        logging.getLogger("tfstate_server").warning("--tls-cert %s: %s", args.tls_cert, tls.warning)
+    return tls
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +259,38 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="info logs one line per request (default: info)",
     )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line for log shippers (default: text)",
+    )
+    tls = serve.add_argument_group("TLS")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PATH",
+        help="PEM certificate (chain) to serve HTTPS with (TLS 1.2 or later); with --tls-key; "
+        "both are re-read on SIGHUP",
+    )
+    tls.add_argument("--tls-key", type=Path, metavar="PATH", help="PEM private key of --tls-cert")
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PATH",
+        help="PEM CA certificate(s): clients must show a certificate it signed (mutual TLS)",
+    )
+    tls.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on an address other than loopback (a TLS proxy sits in front)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (no auth: loopback is "
+        "the usual choice; default: off)",
+    )
     return parser
 
 
@@ -271,23 +343,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from tfstate_server.serve import Limits, ListenError, serve
 
+    writer: logsetup.LogWriter | None = None
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=args.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
+        writer = logsetup.configure(args.log_level, args.log_format)
+        host, port = parse_listen(args.listen)
+        metrics_address = (
+            parse_listen(args.metrics_listen, "--metrics-listen") if args.metrics_listen else None
         )
-        logging.getLogger("botocore").setLevel(logging.WARNING)
+        tls = _tls(args, host)
         config, host, port = _config(args)
+        if tls is not None and tls.files.client_ca is not None:
+            config = dataclasses.replace(config, client_cert_required=True)
         limits = Limits(
             shutdown_timeout=args.shutdown_timeout,
             header_timeout=args.header_timeout,
             max_connections=args.max_connections,
         )
+        metrics = Metrics(config.store) if metrics_address else None
         # uvloop: the same asyncio API, with the loop and its sockets in C.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(config, host, port, limits))
+            runner.run(serve(config, host, port, limits, tls, metrics, metrics_address))
     except UsageError as exc:
         print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
         return 2
@@ -296,4 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if writer is not None:
+            writer.stop()  # every line queued so far is written
     return 0

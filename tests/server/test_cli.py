@@ -188,3 +188,152 @@ def test_bad_option_values(
 
 def test_no_command(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     assert_usage_error(cli())
+
+
+# -- TLS and metrics options ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tls_certs import CA
+
+    directory = tmp_path_factory.mktemp("certs")
+    ca = CA(directory / "ca")
+    one, two = ca.issue("one"), ca.issue("two")
+    encrypted = directory / "encrypted.key"
+    key = serialization.load_pem_private_key(one.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    garbage = directory / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    return {
+        "cert": one.cert,
+        "key": one.key,
+        "other_key": two.key,
+        "encrypted_key": encrypted,
+        "garbage": garbage,
+        "ca": ca.cert,
+        "missing": directory / "missing.pem",
+    }
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "ca", "needles"),
+    [
+        ("cert", "other_key", None, ("does not match the certificate",)),
+        ("missing", "key", None, ("--tls-cert", "cannot read")),
+        ("cert", "missing", None, ("--tls-key", "cannot read")),
+        ("key", "key", None, ("--tls-cert", "no PEM certificate")),
+        ("cert", "cert", None, ("--tls-key", "no PEM private key")),
+        ("garbage", "key", None, ("not a usable PEM certificate",)),
+        ("cert", "encrypted_key", None, ("passphrase",)),
+        ("cert", "key", "missing", ("--tls-client-ca", "cannot read")),
+        ("cert", "key", "key", ("--tls-client-ca", "no PEM certificate")),
+        ("cert", "key", "garbage", ("--tls-client-ca",)),
+    ],
+)
+def test_bad_tls_files(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    certs: dict[str, Path],
+    tmp_path: Path,
+    cert: str,
+    key: str,
+    ca: str | None,
+    needles: tuple[str, ...],
+) -> None:
+    args = [
+        "serve",
+        "--store",
+        tmp_path.as_uri(),
+        "--tls-cert",
+        str(certs[cert]),
+        "--tls-key",
+        str(certs[key]),
+    ]
+    if ca:
+        args += ["--tls-client-ca", str(certs[ca])]
+    assert_usage_error(cli(*args, env=CREDS), *needles)
+
+
+def test_encrypted_key_never_prompts(certs: dict[str, Path], tmp_path: Path) -> None:
+    """A process with a terminal would be asked for the passphrase by OpenSSL: never."""
+    args = ["serve", "--store", tmp_path.as_uri()]
+    args += ["--tls-cert", str(certs["cert"]), "--tls-key", str(certs["encrypted_key"])]
+    assert_usage_error(run_cli(*args, env=CREDS), "passphrase")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--tls-cert", "CERT"], ("--tls-cert and --tls-key",)),
+        (["--tls-key", "KEY"], ("--tls-cert and --tls-key",)),
+        (["--tls-client-ca", "CA"], ("--tls-client-ca needs",)),
+        (["--listen", "0.0.0.0:0"], ("not a loopback address", "--insecure-http")),
+        (["--listen", "[::]:0"], ("not a loopback address",)),
+        (["--metrics-listen", "nonsense"], ("--metrics-listen",)),
+    ],
+)
+def test_tls_option_combinations(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    certs: dict[str, Path],
+    tmp_path: Path,
+    args: list[str],
+    needles: tuple[str, ...],
+) -> None:
+    names = {"CERT": str(certs["cert"]), "KEY": str(certs["key"]), "CA": str(certs["ca"])}
+    argv = ["serve", "--store", tmp_path.as_uri(), *(names.get(a, a) for a in args)]
+    assert_usage_error(cli(*argv, env=CREDS), *needles)
+
+
+def test_plain_http_allowed_on_loopback_and_with_insecure_http() -> None:
+    from tfstate_server.cli import _tls, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1") and not is_loopback("::")
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--listen", "0.0.0.0:8080", "--insecure-http"])
+    assert _tls(args, "0.0.0.0") is None  # no refusal: a TLS proxy sits in front
+
+
+def test_metrics_address_in_use(cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli(
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            f"127.0.0.1:{port}",
+            "--store",
+            tmp_path.as_uri(),
+            env=CREDS,
+        )
+    assert_usage_error(result, "--metrics-listen", "cannot listen on")
+
+
+def test_expired_certificate_is_a_warning(certs: dict[str, Path], tmp_path: Path) -> None:
+    import datetime
+
+    from tfstate_harness import running_server
+    from tls_certs import CA
+
+    ca = CA(tmp_path / "ca")
+    old = ca.issue(
+        "old",
+        not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        not_after=datetime.datetime(2021, 1, 1, tzinfo=datetime.UTC),
+    )
+    args = ("--tls-cert", str(old.cert), "--tls-key", str(old.key))
+    with running_server((tmp_path / "store").as_uri(), tmp_path, *args) as server:
+        log = server.log()
+    assert "WARNING" in log and "the certificate expired on 2021-01-01" in log

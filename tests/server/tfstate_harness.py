@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ USER = "alice"
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique, so a leak into any log is detectable
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0
-_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -91,8 +92,14 @@ def request(
     auth: str | None = "default",
     headers: dict[str, str] | None = None,
     timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
 ) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One request on a new connection; HTTPS when given an SSL context."""
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+        if context is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    )
     try:
         all_headers = dict(headers or {})
         if auth == "default":
@@ -168,11 +175,12 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     open_files: int | None = None  # RLIMIT_NOFILE of the server process, if set
+    context: ssl.SSLContext | None = None  # for requests to a server started with TLS
     _starts: int = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
         """Start (or restart, on the same port) and wait until it listens."""
@@ -233,6 +241,7 @@ class Server:
         self.proc.wait(STOP_TIMEOUT)
 
     def request(self, method: str, path: str, body: bytes | None = None, **kw: Any) -> Reply:
+        kw.setdefault("context", self.context)
         return request(self.port, method, path, body, **kw)
 
 
@@ -244,9 +253,16 @@ def store_files(store: str) -> list[str]:
 
 @contextmanager
 def running_server(
-    store: str, workdir: Path, *args: str, open_files: int | None = None, **env: str
+    store: str,
+    workdir: Path,
+    *args: str,
+    open_files: int | None = None,
+    context: ssl.SSLContext | None = None,
+    **env: str,
 ) -> Iterator[Server]:
-    server = Server(store=store, workdir=workdir, args=list(args), env=dict(env), open_files=open_files)
+    server = Server(
+        store=store, workdir=workdir, args=list(args), env=dict(env), open_files=open_files, context=context
+    )
     try:
         yield server.start()
     finally:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tfstate_server.lockinfo import LockInfo
 from tfstate_server.statebody import StateMeta
+
+_COUNT_LOCK = threading.Lock()
 
 
 class LockHeld(Exception):
@@ -122,6 +125,13 @@ class Store(abc.ABC):
     # True if lock() and unlock() are quick local I/O that may run on the event loop
     # when called with wait=False (they raise WouldBlock rather than wait).
     quick_locks: bool = False
+    versions_pruned: int = 0  # kept versions deleted so far (a metric)
+
+    def count_pruned(self, count: int) -> None:
+        """Stores call this after deleting versions beyond keep_versions."""
+        if count:
+            with _COUNT_LOCK:
+                self.versions_pruned += count
 
     @abc.abstractmethod
     def read_state(self, key: StateKey) -> bytes | None: ...

@@ -219,9 +219,12 @@ class FileStore(Store):
         return sorted((v for v in found if v is not None), key=lambda v: v.number)
 
     def _prune(self, directory: Path, versions: list[_Version]) -> None:
+        pruned = 0
         for version in versions[: max(0, len(versions) - self.keep_versions)]:
             with contextlib.suppress(FileNotFoundError):
                 (directory / version.filename).unlink()
+                pruned += 1
+        self.count_pruned(pruned)
         # Temp files of writes killed mid-way (another live process's are young).
         cutoff = time.time() - STALE_TMP_SECONDS
         for entry in os.scandir(directory):
