@@ -189,11 +189,11 @@ def test_s3_current_state_without_its_version_object_is_still_a_version(
     with running_server(f"s3://{bucket}/pre", tmp_path, **moto.env) as server:
         assert server.request("POST", p.state, state_body(1)).status == 200
         assert server.request("POST", p.state, state_body(2)).status == 200
-        moto.client().delete_object(Bucket=bucket, Key=f"pre/alice/{p.name}.versions/0000000002")
+        moto.client().delete_object(Bucket=bucket, Key=f"pre/alice/{p.name}.history/0000000002")
         assert [v["serial"] for v in server.request("GET", p.versions).json()] == [2, 1]
         assert server.request("GET", f"{p.versions}/2").body == state_body(2)
         assert server.request("POST", p.state, state_body(3)).status == 200
-        listed = moto.client().list_objects_v2(Bucket=bucket, Prefix=f"pre/alice/{p.name}.versions/")
+        listed = moto.client().list_objects_v2(Bucket=bucket, Prefix=f"pre/alice/{p.name}.history/")
         assert [o["Key"][-2:] for o in listed["Contents"]] == ["01", "02", "03"]
 
 
