@@ -88,6 +88,7 @@ def cross_checks(
                 Problem(ndisplay, nsrc.line_of(("nodes", i, "mac_addr")), f"nodes[{i}].mac_addr", what)
             )
     problems += _network_problems(cluster, csrc, cdisplay)
+    problems += _role_problems(nodes, nsrc, ndisplay)
     return problems
 
 
@@ -134,8 +135,12 @@ _NOT_FOR_HOSTS: tuple[tuple[IPv4Network, str, str, str], ...] = (
         "a host address, outside 240.0.0.0/4",
     ),
 )
-# The addresses of cluster.yaml that hosts on node_cidr use besides the nodes' own.
-CLUSTER_ADDRESS_KEYS = ("node_default_gateway", "cluster_api_addr")
+# The addresses of cluster.yaml that hosts on node_cidr use besides the nodes' own, and
+# why each belongs in it.
+CLUSTER_ADDRESS_KEYS: dict[str, str] = {
+    "node_default_gateway": "the nodes reach their gateway on their own network",
+    "cluster_api_addr": "the controllers share this virtual IP on their own network",
+}
 
 
 def _loopback_cluster(cluster: ClusterFile) -> bool:
@@ -181,11 +186,14 @@ def _network_problems(cluster: ClusterFile, csrc: YamlSource, cdisplay: str) -> 
         what = _cidr_problem(net)
         if what:
             problems.append(Problem(cdisplay, csrc.line_of(("node_cidr",)), "node_cidr", what))
-    for key in CLUSTER_ADDRESS_KEYS:
+    for key, why in CLUSTER_ADDRESS_KEYS.items():
         address = getattr(cluster, key)
         if address is None:
             continue
         what = _class_problem(address, cluster)
+        # A test cluster on loopback reaches no gateway and needs no VIP: anything goes.
+        if what is None and net is not None and not _loopback_cluster(cluster) and address not in net:
+            what = f"{address} is outside node_cidr (expected an address in {net}: {why})"
         if what is None and net is not None:
             what = _host_problem(address, net)
         if what is None and key == "cluster_api_addr" and address == cluster.node_default_gateway:
@@ -196,7 +204,7 @@ def _network_problems(cluster: ClusterFile, csrc: YamlSource, cdisplay: str) -> 
 
 
 def _cidr_problem(net: IPv4Network) -> str | None:
-    """A node network that no LAN can use."""
+    """A node network that no LAN can use, or too small for nodes and a gateway."""
     for block, _, held, _ in _NOT_FOR_HOSTS:
         if block.prefixlen == 32 or not net.overlaps(block):
             continue  # (the limited broadcast address is also in 240.0.0.0/4)
@@ -204,6 +212,12 @@ def _cidr_problem(net: IPv4Network) -> str | None:
             return None  # a test cluster on this machine
         where = "is in" if net.subnet_of(block) else "includes"
         return f"{net} {where} {block}, {held} (expected a LAN network such as '10.0.0.0/24')"
+    if net.prefixlen >= 31:
+        room = "one address" if net.prefixlen == 32 else "two addresses"
+        return (
+            f"{net} holds {room} (expected a network with room for the nodes and a gateway: "
+            "a prefix of /30 or shorter)"
+        )
     return None
 
 
@@ -216,6 +230,24 @@ def _mac_problem(mac: str) -> str | None:
     if mac == "00:00:00:00:00:00":
         return f"{mac} is the all-zero MAC address (expected a MAC of the VM's own, not all zeros)"
     return None
+
+
+def _role_problems(nodes: Sequence[NodeView], nsrc: YamlSource, ndisplay: str) -> list[Problem]:
+    """Talos needs a control plane: etcd and the Kubernetes API run on the controllers.
+    None is an error; an even number of them a warning (config/placement.py)."""
+    roles = [n.get("controller") for n in nodes]
+    if not roles or None in roles or any(roles):
+        return []  # no nodes, or a node whose role is itself an error
+    which = "the node has" if len(roles) == 1 else f"all {len(roles)} nodes have"
+    return [
+        Problem(
+            ndisplay,
+            nsrc.line_of(("nodes",)),
+            "nodes",
+            f"no controller: {which} controller: false (expected at least one node with "
+            "controller: true: Talos runs etcd and the Kubernetes API on the controllers)",
+        )
+    ]
 
 
 def mixed_up_files(csrc: YamlSource, nsrc: YamlSource, cdisplay: str, ndisplay: str) -> Problem | None:

@@ -292,3 +292,117 @@ def test_a_30_network(bad: BadInput, lines: list[str], addresses: list[str]) -> 
     cluster += "".join(line + "\n" for line in lines)
     nodes = nodes_with(*(node_text(i, address=f'"{a}"') for i, a in enumerate(addresses)))
     assert [a for a, _ in loads(bad, cluster, nodes)] == addresses
+
+
+# --- a control plane, and a network it can work on ---------------------------------------
+
+NO_CONTROLLER = (
+    "controller: false (expected at least one node with controller: true: "
+    "Talos runs etcd and the Kubernetes API on the controllers)"
+)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        (nodes_with(node_text(0, "w-0", controller="false")), "no controller: the node has " + NO_CONTROLLER),
+        (
+            nodes_with(node_text(0, controller="false"), node_text(1, controller="false")),
+            "no controller: all 2 nodes have " + NO_CONTROLLER,
+        ),
+        (
+            nodes_with(*(node_text(i, f"w-{i}", controller="false") for i in range(5))),
+            "no controller: all 5 nodes have " + NO_CONTROLLER,
+        ),
+    ],
+    ids=["one worker", "two workers", "five workers"],
+)
+def test_no_controller(bad: BadInput, nodes: str, expected: str) -> None:
+    bad.write(CLUSTER, nodes)
+    bad.reject(["{n}:1: nodes: " + expected])
+
+
+def test_no_controller_with_other_problems(bad: BadInput) -> None:
+    # infrastructure disabled changes nothing: nodes.yaml serves the Talos tooling too
+    cluster = "".join(line for line in CLUSTER.splitlines(keepends=True) if not line.startswith("proxmox_"))
+    bad.write(cluster, nodes_with(node_text(0, controller="false", mtu="1")))
+    bad.reject(
+        [
+            "{n}:1: nodes: no controller: the node has " + NO_CONTROLLER,
+            "{n}:9: nodes[0].mtu: 1 is out of range (expected an MTU 1450..9000)",
+        ]
+    )
+
+
+def test_a_role_that_is_itself_an_error_is_not_also_no_controller(bad: BadInput) -> None:
+    bad.write(CLUSTER, nodes_with(node_text(0, controller="false"), node_text(1, controller='"yes"')))
+    bad.reject(["{n}:11: nodes[1].controller: 'yes' is not valid (expected true or false)"])
+
+
+def test_one_controller_and_workers_is_a_cluster(bad: BadInput) -> None:
+    nodes = nodes_with(node_text(0, controller="false"), node_text(1), node_text(2, controller="false"))
+    assert len(loads(bad, CLUSTER, nodes)) == 3
+
+
+TOO_SMALL = "(expected a network with room for the nodes and a gateway: a prefix of /30 or shorter)"
+
+
+@pytest.mark.parametrize(
+    ("cidr", "addresses", "room"),
+    [
+        ("10.10.0.10/31", ["10.10.0.10", "10.10.0.11"], "two addresses"),
+        ("10.10.0.10/31", ["10.10.0.10"], "two addresses"),
+        ("192.168.1.0/31", ["192.168.1.1"], "two addresses"),
+        ("10.10.0.10/32", ["10.10.0.10"], "one address"),
+        ("172.16.5.9/32", ["172.16.5.9"], "one address"),
+    ],
+)
+def test_node_cidr_too_small(bad: BadInput, cidr: str, addresses: list[str], room: str) -> None:
+    # without a gateway or API address: the network alone is the problem
+    cluster = "".join(line for line in CLUSTER.splitlines(keepends=True) if line.startswith("proxmox_"))
+    cluster += f'node_cidr: "{cidr}"\n'
+    bad.write(cluster, nodes_with(*(node_text(i, address=f'"{a}"') for i, a in enumerate(addresses))))
+    bad.reject([f"{{c}}:3: node_cidr: {cidr} holds {room} {TOO_SMALL}"])
+
+
+GATEWAY_WHY = "the nodes reach their gateway on their own network"
+VIP_WHY = "the controllers share this virtual IP on their own network"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            'node_default_gateway: "10.10.1.1"',
+            f"{{c}}:3: node_default_gateway: 10.10.1.1 is outside node_cidr (expected an address in 10.10.0.0/24: {GATEWAY_WHY})",
+        ),
+        (
+            'node_default_gateway: "192.168.0.1"',
+            f"{{c}}:3: node_default_gateway: 192.168.0.1 is outside node_cidr (expected an address in 10.10.0.0/24: {GATEWAY_WHY})",
+        ),
+        (
+            'cluster_api_addr: "10.10.1.100"',
+            f"{{c}}:2: cluster_api_addr: 10.10.1.100 is outside node_cidr (expected an address in 10.10.0.0/24: {VIP_WHY})",
+        ),
+        (
+            'cluster_api_addr: "8.8.8.8"',
+            f"{{c}}:2: cluster_api_addr: 8.8.8.8 is outside node_cidr (expected an address in 10.10.0.0/24: {VIP_WHY})",
+        ),
+    ],
+)
+def test_gateway_and_api_address_outside_node_cidr(bad: BadInput, line: str, expected: str) -> None:
+    bad.write(cluster_with(line), NODES)
+    bad.reject([expected])
+
+
+def test_a_wrong_node_cidr_shows_everything_outside_it(bad: BadInput) -> None:
+    # 10.10.1.0/24 written for 10.10.0.0/24: each address says where it was expected
+    bad.write(cluster_with('node_cidr: "10.10.1.0/24"'), NODES)
+    bad.reject(
+        [
+            f"{{c}}:2: cluster_api_addr: 10.10.0.100 is outside node_cidr (expected an address in 10.10.1.0/24: {VIP_WHY})",
+            f"{{c}}:3: node_default_gateway: 10.10.0.1 is outside node_cidr (expected an address in 10.10.1.0/24: {GATEWAY_WHY})",
+            "{n}:3: nodes[0].address: 10.10.0.10 is outside node_cidr (expected an address in 10.10.1.0/24)",
+            "{n}:10: nodes[1].address: 10.10.0.11 is outside node_cidr (expected an address in 10.10.1.0/24)",
+        ]
+    )

@@ -94,12 +94,20 @@ def test_node_address_rules(bad: BadInput, address: str, what: str) -> None:
     bad.reject(["{n}:10: nodes[1].address: " + what])
 
 
-def test_a_31_network_has_no_network_or_broadcast_address(bad: BadInput) -> None:
+def test_a_31_network_is_too_small(bad: BadInput) -> None:
+    # no room for a gateway or the API address; its two addresses are not called network
+    # and broadcast address (nodes[0] and nodes[1] have no problem of their own)
     bad.write(cluster_with('node_cidr: "10.10.0.10/31"', "node_default_gateway: 10.10.0.9"), NODES)
-    assert [vm.address for vm in load_config(ConfigPaths(bad.cluster, bad.nodes)).config.vms] == [
-        "10.10.0.10",
-        "10.10.0.11",
-    ]
+    bad.reject(
+        [
+            "{c}:1: node_cidr: 10.10.0.10/31 holds two addresses (expected a network with room for "
+            "the nodes and a gateway: a prefix of /30 or shorter)",
+            "{c}:2: cluster_api_addr: 10.10.0.100 is outside node_cidr (expected an address in "
+            "10.10.0.10/31: the controllers share this virtual IP on their own network)",
+            "{c}:3: node_default_gateway: 10.10.0.9 is outside node_cidr (expected an address in "
+            "10.10.0.10/31: the nodes reach their gateway on their own network)",
+        ]
+    )
 
 
 API = "(expected a URL such as 'https://pve.example.com:8006/api2/json')"

@@ -12,6 +12,8 @@ from tests.support import BASE_CLUSTER, ConfigDir, node
 
 
 def resolve(d: ConfigDir, cluster: dict, nodes: list) -> InfraConfig:
+    if not any(n["controller"] for n in nodes):  # Talos needs a controller: one after them
+        nodes = [*nodes, node("cp", 80)]
     d.write({**BASE_CLUSTER, **cluster}, nodes)
     return load_config(ConfigPaths(d.cluster, d.nodes)).config
 

@@ -198,7 +198,10 @@ def _merged_node(index: int, *overrides: str) -> str:
     ("nodes", "expected"),
     [
         # the override written in the node wins over the merged mapping
-        (DEFAULTS + "nodes:\n" + _merged_node(0, "mtu: 9000"), [(False, 9000)]),
+        (
+            DEFAULTS + "nodes:\n" + _merged_node(0, "mtu: 9000") + _merged_node(1, "controller: true"),
+            [(False, 9000), (True, 1500)],
+        ),
         (
             DEFAULTS + "nodes:\n" + _merged_node(0) + _merged_node(1, "controller: true"),
             [(False, 1500), (True, 1500)],
@@ -212,8 +215,11 @@ def _merged_node(index: int, *overrides: str) -> str:
         ),
         # the merge written after the override still loses to it
         (
-            DEFAULTS + "nodes:\n  - mtu: 2000\n" + _merged_node(0).replace("  - <<", "    <<", 1),
-            [(False, 2000)],
+            DEFAULTS
+            + "nodes:\n  - mtu: 2000\n"
+            + _merged_node(0).replace("  - <<", "    <<", 1)
+            + _merged_node(1, "controller: true"),
+            [(False, 2000), (True, 1500)],
         ),
     ],
     ids=["override", "two nodes", "list of mappings", "merge after override"],
@@ -229,11 +235,11 @@ def test_merge_keys(bad: BadInput, nodes: str, expected: list[tuple[bool, int]])
     [
         # an error in a merged value points at the line it is written on
         (
-            DEFAULTS.replace("mtu: 1500", "mtu: 100") + "nodes:\n" + _merged_node(0),
+            DEFAULTS.replace("mtu: 1500", "mtu: 100") + "nodes:\n" + _merged_node(0, "controller: true"),
             ["{n}:5: nodes[0].mtu: 100 is out of range (expected an MTU 1450..9000)"],
         ),
         (
-            DEFAULTS + "nodes:\n" + _merged_node(0, "mtuu: 1"),
+            DEFAULTS + "nodes:\n" + _merged_node(0, "mtuu: 1", "controller: true"),
             ["{n}:11: nodes[0].mtuu: unknown key (did you mean 'mtu'?)"],
         ),
         (
@@ -271,7 +277,8 @@ def test_merge_keys_in_every_node_of_a_big_file_stay_within_the_alias_budget(bad
         }.items()
     )
     nodes = "".join(
-        f'  - {{<<: *d, name: n-{i}, address: "10.10.{i // 250 + 1}.{i % 250 + 2}", '
+        f"  - {{<<: *d, name: n-{i}, {'controller: true, ' if i == 0 else ''}"
+        f'address: "10.10.{i // 250 + 1}.{i % 250 + 2}", '
         f'mac_addr: "bc:24:11:00:{i // 256:02x}:{i % 256:02x}"}}\n'
         for i in range(2000)
     )
