@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Time the 3 + 3 memory change: the rolling apply vs one `tofu apply` (all at once).
+"""Time the 3 + 3 memory change: one `tofu apply` (all at once), the rolling apply without
+the cluster check, and the rolling apply that sees the cluster (drain, Node checks).
 
     .venv/bin/python bench/rollout_bench.py [--runs 3] [--boot-secs 2] [--time-scale 0.25]
 
@@ -7,8 +8,12 @@ Each run starts a fresh fakepve (VMs take --boot-secs simulated seconds to shut 
 again to start, times --time-scale in real time) and a local state, creates the example
 cluster (3 controllers, 3 workers; every node from the role defaults), raises the memory
 of both roles, and applies it either with `python -m workflow apply-auto --yes` (the
-rolling apply) or with `tofu apply`. The two kinds alternate run by run (interleaved), so
-both see the same load; reported are the medians, every run and the load average.
+rolling apply) or with `tofu apply`. With the cluster check, a real kube-apiserver and
+etcd (devenv/kube.py) hold one Node per VM (Ready with a new bootID --ready-delay seconds
+after its VM starts) and a 6-pod ReplicaSet with a PodDisruptionBudget on the workers,
+and the rollout finds the kubeconfig beside cluster.yaml. The kinds alternate run by run
+(interleaved), so all see the same load; reported are the medians, every run and the
+load average.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devenv.fakepve import FakePveServer  # noqa: E402
+from devenv.kube import KubeApi, SimulatedKubelets  # noqa: E402
 from devenv.tools import Tools, ensure_tools  # noqa: E402
 from devenv.workspace import Workspace, loopback_cluster, loopback_nodes, prepare_rollout_fake  # noqa: E402
 
@@ -45,7 +51,23 @@ def write(ws: Workspace, pve: FakePveServer, **overrides: Any) -> None:
     ws.nodes_path.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
 
 
-def one_run(tmp: Path, tools: Tools, rolling: bool, boot_secs: float, scale: float) -> float:
+KINDS = ("one_go", "rolling", "rolling_cluster")
+ROLES = {n["name"]: "controller" if n["controller"] else "worker" for n in loopback_nodes()}
+
+
+def clean(kube: KubeApi) -> None:
+    for path in (
+        "/api/v1/nodes",
+        "/apis/apps/v1/namespaces/default/replicasets",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+        "/api/v1/namespaces/default/pods?gracePeriodSeconds=0",
+    ):
+        kube.request("DELETE", path)
+
+
+def one_run(
+    tmp: Path, tools: Tools, kind: str, boot_secs: float, scale: float, kube: KubeApi, ready_delay: float
+) -> float:
     with FakePveServer(time_scale=scale) as pve:
         pve.wait_ready()
         prepare_rollout_fake(pve, boot_secs)
@@ -57,29 +79,45 @@ def one_run(tmp: Path, tools: Tools, rolling: bool, boot_secs: float, scale: flo
         ws.apply()
         write(ws, pve, **MORE_MEMORY)
         ws.synth()
-        if not rolling:
+        if kind == "one_go":
             return ws.apply().seconds
-        env = {
-            **ws.env(),
-            "CLUSTER_CONFIG": str(ws.cluster_path),
-            "NODES_CONFIG": str(ws.nodes_path),
-            "CDKTF_OUTDIR": str(ws.outdir),
-            "SECRETS_FILE": str(tmp / "none.sops.yaml"),
-        }
-        started = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "workflow", "apply-auto", "--yes", "--node-timeout", "60"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        seconds = time.monotonic() - started
-        if proc.returncode != 0 or "rollout: done: 6 nodes" not in proc.stdout:
-            raise SystemExit(f"rolling apply failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-        return seconds
+        if kind == "rolling":
+            return rolling_apply(tmp, ws)
+        clean(kube)
+        with SimulatedKubelets(kube, pve, ROLES, ready_delay=ready_delay, poll=0.05) as kubelets:
+            kube.write_kubeconfig(ws.cluster_path.parent / "kubeconfig")
+            kubelets.wait(lambda: len(kubelets.boot_ids()) == len(ROLES), 30, "every Node Ready")
+            kubelets.deploy("web", 6, max_unavailable=1)
+            seconds = rolling_apply(tmp, ws, cluster=True)
+            if kubelets.pdb_violations:
+                raise SystemExit(f"a disruption budget was violated: {kubelets.pdb_violations}")
+            return seconds
+
+
+def rolling_apply(tmp: Path, ws: Workspace, cluster: bool = False) -> float:
+    env = {
+        **ws.env(),
+        "CLUSTER_CONFIG": str(ws.cluster_path),
+        "NODES_CONFIG": str(ws.nodes_path),
+        "CDKTF_OUTDIR": str(ws.outdir),
+        "SECRETS_FILE": str(tmp / "none.sops.yaml"),
+    }
+    env.pop("KUBECONFIG", None)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflow", "apply-auto", "--yes", "--node-timeout", "60"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    seen = "rollout: the cluster is in view" in proc.stdout
+    if proc.returncode != 0 or "rollout: done: 6 nodes" not in proc.stdout or seen != cluster:
+        raise SystemExit(f"rolling apply failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return seconds
 
 
 def main() -> int:
@@ -89,21 +127,25 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--boot-secs", type=float, default=2.0)
     parser.add_argument("--time-scale", type=float, default=0.25)
+    parser.add_argument("--ready-delay", type=float, default=0.5, help="seconds from VM start to Node Ready")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tools = ensure_tools()
-    runs: dict[str, list[float]] = {"one_go": [], "rolling": []}
+    runs: dict[str, list[float]] = {kind: [] for kind in KINDS}
     loads = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp, KubeApi(Path(tmp) / "kube") as kube:
         for i in range(args.runs):
-            for kind in ("one_go", "rolling"):  # interleaved
+            for kind in KINDS:  # interleaved
                 where = Path(tmp) / f"{kind}-{i}"
-                runs[kind].append(one_run(where, tools, kind == "rolling", args.boot_secs, args.time_scale))
+                runs[kind].append(
+                    one_run(where, tools, kind, args.boot_secs, args.time_scale, kube, args.ready_delay)
+                )
                 loads.append(os.getloadavg()[0])
     result = {
         "boot_secs": args.boot_secs,
         "time_scale": args.time_scale,
         "real_seconds_per_shutdown_or_start": args.boot_secs * args.time_scale,
+        "node_ready_delay": args.ready_delay,
         "median_seconds": {k: round(statistics.median(v), 2) for k, v in runs.items()},
         "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
         "load_1min": [round(x, 2) for x in loads],
@@ -113,9 +155,10 @@ def main() -> int:
     else:
         each = result["real_seconds_per_shutdown_or_start"]
         print(f"3 + 3 memory change, VM shutdown and start {each:g} s each")
-        for kind, label in (("one_go", "tofu apply (all at once)"), ("rolling", "rolling apply")):
+        labels = ("tofu apply (all at once)", "rolling apply, no cluster", "rolling apply, cluster check")
+        for kind, label in zip(KINDS, labels, strict=True):
             print(
-                f"  {label:<26} median {result['median_seconds'][kind]:6.2f} s   runs {result['runs'][kind]}"
+                f"  {label:<30} median {result['median_seconds'][kind]:6.2f} s   runs {result['runs'][kind]}"
             )
         print(f"  load average (1 min) during the runs: {result['load_1min']}")
     return 0

@@ -82,6 +82,15 @@ class ClusterView:
         self.cordon_and_drain(node.name, state)
         return replace(node, boot_id=state.boot_id, uncordon=not state.unschedulable)
 
+    def _node(self, name: str) -> NodeState:
+        state = self.api.node(name)
+        if state is None:
+            raise ClusterError(
+                f"{name}: no Node named {name} in the cluster at {self.api.server} any more; "
+                "nothing more was applied"
+            )
+        return state
+
     def cordon_and_drain(self, name: str, state: NodeState | None = None) -> None:
         state = state or self._node(name)
         if state.unschedulable:
