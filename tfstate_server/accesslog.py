@@ -1,23 +1,24 @@
 """One access log line per request, and the request metrics: never headers, bodies or
 query strings beyond ?ID.
 
-The line is a log record handed to the log queue (see logsetup): built here, formatted
-and written by the log thread.
+The line is a tuple handed to the log writer (see logsetup): built here, formatted and
+written by the writer's thread.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
+from tfstate_server import logsetup
 from tfstate_server.logsetup import ACCESS_LOGGER
 from tfstate_server.metrics import METRICS
 
 log = logging.getLogger(ACCESS_LOGGER)
 _MAX_PATH = 200
-_FORMAT = "%s %s %s %d user=%s state=%s lock=%s version=%s %.1fms"
 
 
 def _printable(text: str) -> str:
@@ -42,12 +43,17 @@ async def access_log_middleware(request: web.Request, handler: web.Handler) -> w
         metrics = request.app[METRICS]
         if metrics is not None:
             metrics.observe(request, status, duration)
-        if log.isEnabledFor(logging.INFO):  # the arguments cost more than the check
-            _log_line(request, status, duration * 1000)
+        writer = logsetup.WRITER
+        if writer is not None:
+            if writer.access_enabled:
+                writer.access_line(_fields(request, status, duration * 1000))
+        elif log.isEnabledFor(logging.INFO):  # not configured by the CLI: plain logging
+            log.info(logsetup.ACCESS_TEXT, *_fields(request, status, duration * 1000))
 
 
-def _log_line(request: web.Request, status: int, duration_ms: float) -> None:
-    args = (
+def _fields(request: web.Request, status: int, duration_ms: float) -> tuple[Any, ...]:
+    """logsetup.ACCESS_FIELDS, in order."""
+    return (
         request.remote or "-",
         request.method,
         _printable(request.raw_path.split("?", 1)[0]),
@@ -58,5 +64,3 @@ def _log_line(request: web.Request, status: int, duration_ms: float) -> None:
         request.get("tfstate_version", "-"),
         duration_ms,
     )
-    # makeRecord + handle: what log.info does, without looking up the caller's frame.
-    log.handle(log.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, _FORMAT, args, None))

@@ -1,64 +1,160 @@
-"""Logging off the request path: records go into a queue; one thread formats and writes them.
+"""Logging off the request path: a thread formats and writes every line, in batches.
 
-The event loop only builds a record and puts it into the queue (no formatting, no
-write, no flush). The writer thread takes every record waiting, formats them, and writes
-them with one write and one flush. stop() (at exit, after SIGTERM's drain) writes every
-record still queued before it returns, so no line is lost on a clean shutdown.
+A request's access line costs the event loop one tuple appended to a deque: no log
+record, no formatting, no write, no wake-up of another thread. Other log records (rare)
+go through a QueueHandler into a queue. The writer thread wakes every FLUSH_SECONDS,
+takes everything waiting, formats it, and writes it with one write and one flush: per
+request, no system call and no thread switch. stop() (at exit, after SIGTERM's drain)
+writes every line still waiting before it returns, so no line is lost on a clean
+shutdown.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import logging.handlers
 import queue
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 import orjson
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_LOGGER = "tfstate_server.access"
-# The access line's arguments, in order (see accesslog.py), as JSON keys.
+# An access line's fields, in order (see accesslog.py); the JSON keys.
 ACCESS_FIELDS = ("remote", "method", "path", "status", "user", "state", "lock", "version", "ms")
-MAX_QUEUED = 100_000  # beyond this (the output is stuck), records are counted, not kept
-BATCH = 1024
-_STOP = object()
+ACCESS_TEXT = "%s %s %s %d user=%s state=%s lock=%s version=%s %.1fms"
+FLUSH_SECONDS = 0.05
+MAX_WAITING = 200_000  # lines; beyond this (the output is stuck) lines are counted, not kept
+
+
+class _Clock:
+    """asctime as logging.Formatter writes it, with the part before the milliseconds
+    computed once per second rather than once per line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def text(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._text},{int((created - second) * 1000):03d}"
+
+
+def _iso(created: float) -> str:
+    return datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message; an access line's fields too."""
+    """One JSON object per line: time, level, logger, message."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.name == ACCESS_LOGGER and isinstance(record.args, tuple):
-            data.update(zip(ACCESS_FIELDS, record.args, strict=False))
-            data["ms"] = round(float(data["ms"]), 1)
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exception"] = record.exc_text
         return orjson.dumps(data, default=str).decode()
 
 
+class LogWriter:
+    def __init__(self, fmt: str, stream: TextIO) -> None:
+        self.json = fmt == "json"
+        self.formatter: logging.Formatter = JSONFormatter() if self.json else logging.Formatter(TEXT_FORMAT)
+        self.stream = stream
+        self.records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.access: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.access_enabled = True
+        self.dropped = 0
+        self.handler: logging.Handler | None = None
+        self._clock = _Clock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tfstate-log", daemon=True)
+        self._thread.start()
+
+    def access_line(self, fields: tuple[Any, ...]) -> None:
+        """On the event loop: one tuple of ACCESS_FIELDS (deque.append is thread-safe)."""
+        if len(self.access) >= MAX_WAITING:
+            self.dropped += 1
+            return
+        self.access.append((time.time(), fields))
+
+    def _format_access(self, created: float, fields: tuple[Any, ...]) -> str:
+        if self.json:
+            data = {"time": _iso(created), "level": "info", "logger": ACCESS_LOGGER}
+            data["message"] = ACCESS_TEXT % fields
+            data.update(zip(ACCESS_FIELDS, fields, strict=True))
+            data["ms"] = round(fields[-1], 1)
+            return orjson.dumps(data, default=str).decode()
+        return f"{self._clock.text(created)} INFO {ACCESS_LOGGER}: {ACCESS_TEXT % fields}"
+
+    def _drain(self) -> None:
+        lines: list[tuple[float, str]] = []
+        while True:
+            try:
+                created, fields = self.access.popleft()
+            except IndexError:
+                break
+            lines.append((created, self._format_access(created, fields)))
+        while True:
+            try:
+                record = self.records.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                lines.append((record.created, self.formatter.format(record)))
+            except Exception as exc:  # a broken record must not stop the log
+                lines.append((record.created, f"(a log record of {record.name} failed to format: {exc!r})"))
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            lines.append((time.time(), f"(log output was stuck: {dropped} lines were left out)"))
+        if not lines:
+            return
+        lines.sort(key=lambda line: line[0])  # stable: each source keeps its order
+        try:
+            self.stream.write("\n".join(text for _, text in lines) + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone: nothing to tell it to
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_SECONDS):
+            self._drain()
+        self._drain()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write every line waiting so far, then end the thread."""
+        global WRITER
+        if WRITER is self:
+            WRITER = None
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+            self.handler = None
+        self._stop.set()
+        self._thread.join(timeout)
+
+
 class _QueueHandler(logging.handlers.QueueHandler):
-    """Access records go into the queue as they are (their arguments are strings and
-    numbers): formatting them is the writer's job. Others are formatted here, as
-    QueueHandler does, since their arguments may change after the call."""
+    """Records formatted into their message here, as QueueHandler does (their arguments
+    may change after the call); the writer adds time, level and name."""
 
     def __init__(self, writer: LogWriter) -> None:
-        super().__init__(writer.queue)  # type: ignore[arg-type]
+        super().__init__(writer.records)  # type: ignore[arg-type]
         self.writer = writer
 
     def prepare(self, record: logging.LogRecord) -> Any:
-        if record.name == ACCESS_LOGGER:
-            return record
         record.message = record.getMessage()
         record.msg, record.args = record.message, None
         if record.exc_info:
@@ -67,66 +163,19 @@ class _QueueHandler(logging.handlers.QueueHandler):
         return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        if self.writer.queue.qsize() >= MAX_QUEUED:
+        if self.writer.records.qsize() >= MAX_WAITING:
             self.writer.dropped += 1
             return
-        self.writer.queue.put_nowait(record)
+        self.writer.records.put_nowait(record)
 
 
-class LogWriter:
-    def __init__(self, formatter: logging.Formatter, stream: TextIO) -> None:
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.formatter = formatter
-        self.stream = stream
-        self.dropped = 0
-        self.handler: logging.Handler | None = None
-        self._thread = threading.Thread(target=self._run, name="tfstate-log", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.queue.get()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            lines = []
-            stop = False
-            for record in batch:
-                if record is _STOP:
-                    stop = True
-                    continue
-                try:
-                    lines.append(self.formatter.format(record))
-                except Exception as exc:  # a broken record must not stop the log
-                    lines.append(f"(log record {record.name} could not be formatted: {exc!r})")
-            if self.dropped:
-                dropped, self.dropped = self.dropped, 0
-                lines.append(f"(log output was stuck: {dropped} lines were left out)")
-            if lines:
-                try:
-                    self.stream.write("\n".join(lines) + "\n")
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass  # stderr gone: nothing to tell it to
-            if stop:
-                return
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Write everything queued so far, then end the thread."""
-        if self.handler is not None:
-            logging.getLogger().removeHandler(self.handler)
-            self.handler = None
-        if self._thread.is_alive():
-            self.queue.put(_STOP)
-            self._thread.join(timeout)
+WRITER: LogWriter | None = None  # the process's writer, once configured
 
 
 def configure(level: str, fmt: str, stream: TextIO | None = None) -> LogWriter:
-    """Every logger of the process through the writer; returns it (stop() at exit)."""
-    formatter: logging.Formatter = JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-    writer = LogWriter(formatter, stream or sys.stderr)
+    """Every logger of the process through one writer; returns it (stop() at exit)."""
+    global WRITER
+    writer = LogWriter(fmt, stream or sys.stderr)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -134,8 +183,6 @@ def configure(level: str, fmt: str, stream: TextIO | None = None) -> LogWriter:
     root.addHandler(writer.handler)
     root.setLevel(level.upper())
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    # Process and thread names are in no line: the record need not look them up.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    writer.access_enabled = logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
+    WRITER = writer
     return writer
