@@ -11,8 +11,8 @@ $TFSTATE_BENCH_TFSTATED, else ~/.cache/talos-cdktf/peers/bin/{terraform-backend,
 a missing one is skipped, with a line saying so.
 
 The client (bench/loadclient, Go standard library only) is built with `go build` into
-~/.cache/talos-cdktf/bench/. Per round, servers take turns (ours, nimbolus, tfstated, ours,
-...), each measured with:
+~/.cache/talos-cdktf/bench/. Per round, servers take turns (ours, nimbolus, tfstated; each
+round starts with the next one), each measured with:
   cycle   LOCK + POST (1 MB state) + UNLOCK, one keep-alive client: p50
   get     GET of a 100 KB state, 16 concurrent clients: req/s
   locks   50 contenders LOCK one state (UNLOCK when granted): grants/s, double grants
@@ -93,33 +93,54 @@ def process(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Itera
         stop(proc)
 
 
-def start_ours(stack: ExitStack, tmp: Path, fsync: str) -> Server:
+def start_ours(
+    stack: ExitStack,
+    tmp: Path,
+    fsync: str,
+    *,
+    name: str = "ours",
+    root: Path = ROOT,
+    log_level: str | None = None,
+    replicas: int = 2,
+) -> Server:
+    """Our server from the checkout `root`, with the server's default logging (its
+    log lines go to a file, as a service manager's would) unless log_level is given."""
     password = secrets.token_urlsafe(18)
     env = {**os.environ, "TFSTATE_USERNAME": "bench", "TFSTATE_PASSWORD": password}
-    store = tmp / "ours"
+    store = tmp / name
     store.mkdir()
     ports = []
     pids = []
-    for replica in range(2):
+    for replica in range(replicas):
         port = free_port()
         argv = [sys.executable, "-m", "tfstate_server", "serve", "--listen", f"127.0.0.1:{port}"]
-        argv += ["--store", store.as_uri(), "--fsync", fsync, "--log-level", "warning"]
-        log = tmp / f"ours-{replica}.log"
-        proc = stack.enter_context(process(argv, env, log, ROOT))
+        argv += ["--store", store.as_uri(), "--fsync", fsync]
+        argv += ["--log-level", log_level] if log_level else []
+        log = tmp / f"{name}-{replica}.log"
+        proc = stack.enter_context(process(argv, env, log, root))
         wait_port(port, proc, log)
         ports.append(port)
         pids.append(proc.pid)
     base = f"http://127.0.0.1:{ports[0]}/states/{{name}}"
     return Server(
-        "ours",
+        name,
         base,
         base + "/lock",
         "bench",
         password,
         pids[0],
-        replica_lock=f"http://127.0.0.1:{ports[1]}/states/{{name}}/lock",
+        replica_lock=f"http://127.0.0.1:{ports[1]}/states/{{name}}/lock" if replicas > 1 else None,
         pids=pids,
     )
+
+
+def _variant(text: str) -> tuple[str, Path, str | None]:
+    """NAME:ROOT:LEVEL for --also-ours (ROOT empty: this checkout; LEVEL empty: default)."""
+    name, _, rest = text.partition(":")
+    root, _, level = rest.partition(":")
+    if not name or name in ("ours", "nimbolus", "tfstated"):
+        raise argparse.ArgumentTypeError(f"--also-ours {text!r}: expected NAME:ROOT:LEVEL with a new NAME")
+    return name, Path(root) if root else ROOT, level or None
 
 
 def start_nimbolus(stack: ExitStack, tmp: Path, binary: Path) -> Server:
@@ -223,6 +244,22 @@ def main() -> None:
     parser.add_argument("--nimbolus", type=Path, default=None, help="terraform-backend binary")
     parser.add_argument("--tfstated", type=Path, default=None, help="tfstated binary")
     parser.add_argument("--json", action="store_true", help="also print all runs as JSON")
+    parser.add_argument(
+        "--log-level", default=None, help="our --log-level (default: the server's default, info)"
+    )
+    parser.add_argument(
+        "--also-ours",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME:ROOT:LEVEL",
+        help="one more of ours in the same rounds (one process): from the checkout ROOT "
+        "(empty: this one) with --log-level LEVEL (empty: the default); repeatable, "
+        "e.g. to measure the access log's cost before and after a change",
+    )
+    parser.add_argument(
+        "--tests", default="cycle,get,locks", help="which tests to run, comma-separated (default: all)"
+    )
     options = parser.parse_args()
     binaries = {
         "nimbolus": options.nimbolus
@@ -232,8 +269,13 @@ def main() -> None:
     }
     client = build_client()
     starters: dict[str, Callable[[ExitStack, Path], Server]] = {
-        "ours": lambda stack, tmp: start_ours(stack, tmp, options.fsync),
+        "ours": lambda stack, tmp: start_ours(stack, tmp, options.fsync, log_level=options.log_level),
     }
+    for name, root, level in options.also_ours:
+        starters[name] = lambda stack, tmp, n=name, r=root, lv=level: start_ours(
+            stack, tmp, options.fsync, name=n, root=r, log_level=lv, replicas=1
+        )
+    tests = set(options.tests.split(","))
     for name, starter in (("nimbolus", start_nimbolus), ("tfstated", start_tfstated)):
         binary = binaries[name]
         if binary.is_file() and os.access(binary, os.X_OK):
@@ -247,31 +289,30 @@ def main() -> None:
         servers = [start(stack, tmp) for start in starters.values()]
         seconds = str(options.seconds)
         for round_number in range(1, options.rounds + 1):
-            for server in servers:
+            # Each round starts with the next server: none always runs first or last.
+            turn = (round_number - 1) % len(servers)
+            for server in servers[turn:] + servers[:turn]:
                 # tfstated takes ~0.5 s per cycle: fewer cycles keep a round bounded.
                 cycles = options.cycles if server.name != "tfstated" else max(5, options.cycles // 5)
                 tag = f"r{round_number}"
-                result = {
-                    "cycle": run_client(
+                result = {}
+                if "cycle" in tests:
+                    result["cycle"] = run_client(
                         client, server, "cycle", f"cycle-{tag}", "-size", "1000000", "-n", str(cycles)
-                    ),
-                    "get": run_client(
+                    )
+                if "get" in tests:
+                    result["get"] = run_client(
                         client,
                         server,
                         "get",
                         f"get-{tag}",
-                        "-size",
-                        "100000",
-                        "-clients",
-                        "16",
-                        "-seconds",
-                        seconds,
-                    ),
-                    "locks": run_client(
+                        *("-size", "100000", "-clients", "16", "-seconds", seconds),
+                    )
+                if "locks" in tests:
+                    result["locks"] = run_client(
                         client, server, "locks", f"locks-{tag}", "-clients", "50", "-seconds", seconds
-                    ),
-                }
-                if server.replica_lock:
+                    )
+                if server.replica_lock and "locks" in tests:
                     result["replicas"] = run_client(
                         client,
                         server,
@@ -308,12 +349,17 @@ def report(runs: dict[str, list[dict]], rss: dict[str, float], before: str, afte
     lines = [header]
     for label, test, key, better in rows:
         values = {name: _median(runs[name], test, key) for name in names}
+        if all(value != value for value in values.values()):  # all NaN: a test not run
+            continue
         line = [label, *(f"{values[n]:,.1f}" if values[n] < 100 else f"{values[n]:,.0f}" for n in names)]
         if "nimbolus" in names and values["nimbolus"]:
             ratio = values["ours"] / values["nimbolus"]
             line.append(f"{ratio:.2f}x ({better} is better)")
         lines.append(line)
-    doubles = {n: sum(run["locks"].get("double_grants", 0) for run in runs[n]) for n in names}
+    gets = {name: _median(runs[name], "get", "req_per_s") for name in names}
+    per_get = [f"{1e6 / gets[n]:,.1f}" for n in names]
+    lines.append(["GET: time per request (us, 1/throughput)", *per_get])
+    doubles = {n: sum(run.get("locks", {}).get("double_grants", 0) for run in runs[n]) for n in names}
     lines.append(["double grants (all rounds)", *(str(doubles[n]) for n in names)])
     if any("replicas" in run for run in runs["ours"]):
         replicas = runs["ours"]
@@ -322,7 +368,10 @@ def report(runs: dict[str, list[dict]], rss: dict[str, float], before: str, afte
         lines.append(["ours, 2 replicas: grants/s, double grants", f"{grants:,.0f}, {dbl}"])
     lines.append(["peak RSS (MB)", *(f"{rss[n]:.0f}" for n in names)])
     cpu = {
-        n: max(run[t].get("client_cpu_share", 0) for run in runs[n] for t in ("cycle", "get", "locks"))
+        n: max(
+            (run.get(t, {}).get("client_cpu_share", 0) for run in runs[n] for t in ("cycle", "get", "locks")),
+            default=0,
+        )
         for n in names
     }
     lines.append(["client CPU share, max (cores)", *(f"{cpu[n]:.2f}" for n in names)])
