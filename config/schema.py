@@ -39,7 +39,7 @@ VERSION_RE = r"^[0-9]+\.[0-9]+\.[0-9]+$"
 MAX_STATE_NAME = 128
 
 # Keys whose values are never shown, not even in an error about themselves.
-SECRET_KEYS = ("tfstate_password", "proxmox_api_token_secret")
+SECRET_KEYS = ("tfstate_password", "proxmox_api_token_secret", "tfstate_client_key")
 
 
 def expect(text: str, **kwargs: Any) -> Any:
@@ -182,6 +182,15 @@ class ClusterFile(BaseModel):
     )
     tfstate_username: str = expect("a user name", default="terraform", min_length=1)
     tfstate_password: SecretStr | None = expect("a string", default=None)
+    # TLS to the state server: a private CA, and a client certificate for mutual TLS. The
+    # PEM texts reach tofu through TF_HTTP_CLIENT_* in its environment, never cdktf.out.
+    tfstate_ca_file: str | None = expect(
+        "a path (relative to cluster.yaml) to a PEM file of the state server's CA", default=None, min_length=1
+    )
+    tfstate_client_certificate_file: str | None = expect(
+        "a path (relative to cluster.yaml) to a PEM client certificate", default=None, min_length=1
+    )
+    tfstate_client_key: SecretStr | None = expect("the client certificate's PEM private key", default=None)
     proxmox_api_token_id: str | None = expect(
         "a token id such as 'root@pam!terraform'", default=None, pattern=TOKEN_ID_RE
     )

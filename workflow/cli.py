@@ -53,7 +53,8 @@ def _tofu_and_config(ws: Workspace, *, need_init: bool = True) -> tuple[Tofu, In
             "put tfstate_password in cluster.yaml and run `task configure`",
             file=sys.stderr,
         )
-    tofu = Tofu(output.parent, {**env, **secrets.tofu_env()})
+    tls = sec.state_tls_env(config.cluster, ws.cluster.parent) if config.backend.http_address else {}
+    tofu = Tofu(output.parent, {**env, **tls, **secrets.tofu_env()})
     if need_init:
         tofu.ensure_init()
     return tofu, config

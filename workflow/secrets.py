@@ -30,6 +30,9 @@ class Secrets:
     tfstate_password: str | None = None
     proxmox_api_token_id: str | None = None
     proxmox_api_token_secret: str | None = None
+    tfstate_client_key: str | None = None  # PEM, for mutual TLS with the state server
+    # OpenTofu's TF_ENCRYPTION (HCL) as a whole: it holds the state passphrase.
+    tf_encryption: str | None = None
 
     def __repr__(self) -> str:  # never print the values by accident
         present = [f.name for f in fields(self) if getattr(self, f.name)]
@@ -42,6 +45,7 @@ class Secrets:
             tfstate_password=_reveal(cluster.tfstate_password),
             proxmox_api_token_id=cluster.proxmox_api_token_id,
             proxmox_api_token_secret=_reveal(cluster.proxmox_api_token_secret),
+            tfstate_client_key=_reveal(cluster.tfstate_client_key),
         )
 
     @property
@@ -70,7 +74,35 @@ class Secrets:
             env["TF_HTTP_PASSWORD"] = str(self.tfstate_password)
         if self.has_proxmox_token:
             env["PROXMOX_VE_API_TOKEN"] = f"{self.proxmox_api_token_id}={self.proxmox_api_token_secret}"
+        if self.tfstate_client_key:
+            env["TF_HTTP_CLIENT_PRIVATE_KEY_PEM"] = self.tfstate_client_key
+        if self.tf_encryption:
+            env["TF_ENCRYPTION"] = self.tf_encryption
         return env
+
+
+def state_tls_env(cluster: ClusterFile, root: Path) -> dict[str, str]:
+    """TF_HTTP_CLIENT_CA_CERTIFICATE_PEM / TF_HTTP_CLIENT_CERTIFICATE_PEM from the files
+    cluster.yaml names (relative to `root`, its directory): PEM text in tofu's
+    environment, as the HTTP backend takes it, never a path in its configuration."""
+    env = {}
+    for key, variable in (
+        ("tfstate_ca_file", "TF_HTTP_CLIENT_CA_CERTIFICATE_PEM"),
+        ("tfstate_client_certificate_file", "TF_HTTP_CLIENT_CERTIFICATE_PEM"),
+    ):
+        name = getattr(cluster, key)
+        if name is None:
+            continue
+        path = root / name
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not ASCII PEM text"
+            raise WorkflowError(f"{key}: cannot read {path}: {reason}") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise WorkflowError(f"{key}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        env[variable] = text
+    return env
 
 
 def _reveal(value: object) -> str | None:
