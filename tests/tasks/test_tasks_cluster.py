@@ -374,6 +374,19 @@ def test_a_drain_a_budget_blocks_stops_the_rollout_with_the_node_cordoned(live: 
     assert live.stopped() == list(WORKERS[:position])  # the blocked worker never stopped
     assert live.cordoned()[where] is True
 
+    # The budget relaxed, a rerun resumes: the cordon was the rollout's own, so it is lifted.
+    status, body = live.kube.request(
+        "PATCH",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/stuck",
+        {"spec": {"maxUnavailable": 1}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200, body
+    resumed = ok(live.ws.task("infra:apply", "--", *FAST)).stdout
+    assert lines_of(resumed, where)[0] == "still cordoned by an earlier run", resumed
+    assert live.cordoned() == dict.fromkeys(ROLES, False)
+    assert sorted(live.stopped()) == sorted(WORKERS)
+
 
 @pytest.mark.parametrize(
     "case", ["invalid", "directory", "unreachable", "refused", "wrong-ca", "node-missing"]

@@ -18,6 +18,9 @@ from workflow.errors import WorkflowError
 
 REQUEST_TIMEOUT = (5.0, 15.0)  # connect, read
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+# Set with the rollout's own cordon: a rerun after a stopped drain knows the cordon is its
+# own to lift, not the operator's to keep.
+CORDONED_BY = "infra.rollout/cordoned"
 
 
 class ClusterError(WorkflowError):
@@ -30,6 +33,7 @@ class NodeState:
     ready: bool
     boot_id: str
     unschedulable: bool
+    cordoned_by_rollout: bool
     control_plane: bool
     why: str  # the Ready condition's reason/message when not ready
 
@@ -139,8 +143,13 @@ class KubeApi:
             ) from exc
 
     def set_unschedulable(self, name: str, value: bool) -> None:
+        """Cordon (marked as the rollout's own) or uncordon a node."""
         verb = "cordon" if value else "uncordon"
-        self._call(f"{verb} node {name}", self.core.patch_node, name, {"spec": {"unschedulable": value}})
+        patch = {
+            "metadata": {"annotations": {CORDONED_BY: "true" if value else None}},
+            "spec": {"unschedulable": value},
+        }
+        self._call(f"{verb} node {name}", self.core.patch_node, name, patch)
 
     def readyz(self) -> str | None:
         """None when the API server (etcd included) says it is ready, else what failed."""
@@ -216,11 +225,13 @@ def _node_state(node: Any) -> NodeState:
             why = "" if ready else f"Ready is {c.status}" + (f" ({c.reason})" if c.reason else "")
     info = node.status.node_info if node.status else None
     labels = node.metadata.labels or {}
+    annotations = node.metadata.annotations or {}
     return NodeState(
         name=node.metadata.name,
         ready=ready,
         boot_id=(info.boot_id if info else "") or "",
         unschedulable=bool(node.spec.unschedulable) if node.spec else False,
+        cordoned_by_rollout=annotations.get(CORDONED_BY) == "true",
         control_plane=CONTROL_PLANE_LABEL in labels,
         why=why,
     )

@@ -80,7 +80,8 @@ class ClusterView:
             self.say(f"{node.name}: control plane ready ({ready} control-plane Nodes Ready, /readyz passes)")
             return replace(node, boot_id=state.boot_id, controller=True)
         self.cordon_and_drain(node.name, state)
-        return replace(node, boot_id=state.boot_id, uncordon=not state.unschedulable)
+        operators = state.unschedulable and not state.cordoned_by_rollout
+        return replace(node, boot_id=state.boot_id, uncordon=not operators)
 
     def _node(self, name: str) -> NodeState:
         state = self.api.node(name)
@@ -93,7 +94,9 @@ class ClusterView:
 
     def cordon_and_drain(self, name: str, state: NodeState | None = None) -> None:
         state = state or self._node(name)
-        if state.unschedulable:
+        if state.unschedulable and state.cordoned_by_rollout:
+            self.say(f"{name}: still cordoned by an earlier run")
+        elif state.unschedulable:
             self.say(f"{name}: already cordoned (stays cordoned afterwards)")
         else:
             self.api.set_unschedulable(name, True)
