@@ -1,106 +1,27 @@
 """tofu and the bpg/proxmox provider, made available by scripts/setup-tools.
 
-setup-tools is idempotent and caches its builds outside the repository, so calling it
-at the start of every test session costs a fraction of a second once the tools exist;
-the first call on a machine builds them from Go modules (several minutes).
+The product owns this (workflow/tools.py); re-exported here for the tests, benches and
+devenv modules that import `devenv.tools`. The product never imports devenv.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
+from workflow.tools import (
+    BUILD_TIMEOUT,
+    ROOT,
+    SETUP_TOOLS,
+    Tools,
+    ToolsError,
+    ensure_tools,
+    parse_exports,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SETUP_TOOLS = ROOT / "scripts" / "setup-tools"
-# A first build of OpenTofu and the provider takes minutes on a small machine.
-BUILD_TIMEOUT = 45 * 60
-EXPORT_RE = re.compile(r"^export ([A-Z_][A-Z0-9_]*)=(.*)$")
-
-
-class ToolsError(RuntimeError):
-    """setup-tools failed: the message says what to install or what went wrong."""
-
-
-@dataclass(frozen=True)
-class Tools:
-    """The environment additions setup-tools printed, and where tofu is."""
-
-    env: dict[str, str]
-    tofu: str
-
-    def environ(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """base (default: os.environ) with PATH and TF_CLI_CONFIG_FILE from setup-tools."""
-        merged = dict(os.environ if base is None else base)
-        merged.update(self.env)
-        return merged
-
-
-def parse_exports(text: str, base_env: dict[str, str]) -> dict[str, str]:
-    """The `export NAME=value` lines setup-tools prints, evaluated as a POSIX shell would
-    (single-quoted values, and "$PATH" expanded from base_env)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        match = EXPORT_RE.match(line.strip())
-        if not match:
-            continue
-        name, raw = match.groups()
-        words = shlex.split(raw.replace('"$PATH"', shlex.quote(base_env.get("PATH", ""))))
-        out[name] = "".join(words)
-    return out
-
-
-def ensure_tools(
-    *, log: Path | None = None, timeout: float = BUILD_TIMEOUT, args: tuple[str, ...] = ()
-) -> Tools:
-    """Run scripts/setup-tools; return its exports. Raises ToolsError with its message.
-
-    Progress (stderr) goes to `log` when given, else to this process's stderr, so a
-    first build shows what it is doing.
-    """
-    base = dict(os.environ)
-    stderr_sink = log.open("ab") if log else None
-    try:
-        proc = subprocess.run(
-            [str(SETUP_TOOLS), *args],
-            cwd=ROOT,
-            env=base,
-            stdout=subprocess.PIPE,
-            stderr=stderr_sink,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ToolsError(f"scripts/setup-tools did not finish within {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise ToolsError(f"cannot run scripts/setup-tools: {exc}") from exc
-    finally:
-        if stderr_sink:
-            stderr_sink.close()
-    if proc.returncode != 0:
-        detail = ""
-        if log and log.exists():
-            lines = [ln for ln in log.read_text(errors="replace").splitlines() if "error" in ln.lower()]
-            detail = ": " + lines[-1] if lines else f" (see {log})"
-        raise ToolsError(f"scripts/setup-tools failed with exit code {proc.returncode}{detail}")
-    exports = parse_exports(proc.stdout.decode(), base)
-    inherited = base.get("TF_CLI_CONFIG_FILE")
-    if "TF_CLI_CONFIG_FILE" not in exports and inherited and not Path(inherited).exists():
-        # No mirror config printed (--registry, or tofu set up by the user): an inherited
-        # setting naming a missing file only makes every tofu command warn; drop it.
-        exports["TF_CLI_CONFIG_FILE"] = ""
-    tofu = _which("tofu", {**base, **exports}.get("PATH", ""))
-    if tofu is None:
-        raise ToolsError("scripts/setup-tools succeeded but no `tofu` is on the PATH it printed")
-    return Tools(env=exports, tofu=tofu)
-
-
-def _which(name: str, path: str) -> str | None:
-    for entry in path.split(os.pathsep):
-        candidate = Path(entry or ".") / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
+__all__ = [
+    "BUILD_TIMEOUT",
+    "ROOT",
+    "SETUP_TOOLS",
+    "Tools",
+    "ToolsError",
+    "ensure_tools",
+    "parse_exports",
+]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from devenv.tools import Tools, ToolsError, ensure_tools
 from workflow.errors import WorkflowError
+from workflow.tools import Tools, ToolsError, ensure_tools
 
 
 @cache
