@@ -2,11 +2,11 @@
 
 A request's access line costs the event loop one tuple appended to a deque: no log
 record, no formatting, no write, no wake-up of another thread. Other log records (rare)
-go through a QueueHandler into a queue. The writer thread wakes every FLUSH_SECONDS,
-takes everything waiting, formats it, and writes it with one write and one flush: per
-request, no system call and no thread switch. stop() (at exit, after SIGTERM's drain)
-writes every line still waiting before it returns, so no line is lost on a clean
-shutdown.
+go through a QueueHandler into a queue and wake the writer at once. Otherwise the writer
+thread wakes every FLUSH_SECONDS, takes everything waiting, formats it, and writes it
+with one write and one flush: per request, no system call and no thread switch. stop()
+(at exit, after SIGTERM's drain) writes every line still waiting before it returns, so
+no line is lost on a clean shutdown.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class LogWriter:
         self.dropped = 0
         self.handler: logging.Handler | None = None
         self._clock = _Clock()
-        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tfstate-log", daemon=True)
         self._thread.start()
 
@@ -129,8 +130,14 @@ class LogWriter:
         except (OSError, ValueError):
             pass  # stderr gone: nothing to tell it to
 
+    def wake(self) -> None:
+        """Write now rather than at the next tick (rare lines: warnings, errors, starts)."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(FLUSH_SECONDS):
+        while not self._stopping:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
             self._drain()
         self._drain()
 
@@ -142,7 +149,8 @@ class LogWriter:
         if self.handler is not None:
             logging.getLogger().removeHandler(self.handler)
             self.handler = None
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
 
 
@@ -167,6 +175,7 @@ class _QueueHandler(logging.handlers.QueueHandler):
             self.writer.dropped += 1
             return
         self.writer.records.put_nowait(record)
+        self.writer.wake()
 
 
 WRITER: LogWriter | None = None  # the process's writer, once configured

@@ -22,6 +22,7 @@ from tfstate_harness import (
     state_body,
     stop_process,
     store_files,
+    wait_until,
 )
 
 LOCK_ID = "6a1f3c2e-0000-4000-8000-00000000beef"
@@ -79,7 +80,8 @@ def test_disk_full_is_507_and_keeps_state_and_history(small_disk: Path, tmp_path
         assert server.request("GET", p.state).body == second
         assert [v["serial"] for v in server.request("GET", p.versions).json()] == [2, 1]
         assert server.request("GET", f"{p.versions}/1").body == first
-        assert "ERROR" in server.log() and "No space left" in server.log()
+        # The log is written by its own thread: the line comes, a moment after the answer.
+        wait_until(lambda: "ERROR" in server.log() and "No space left" in server.log(), 10, "the error")
         # Room again: writes go through.
         filler.unlink()
         assert server.request("POST", p.state, state_body(5, pad=300_000)).status == 200
@@ -136,7 +138,7 @@ def test_store_gone_while_running_is_503_and_never_recreated(file_server: Server
         assert not root.exists()
     else:
         assert root.read_bytes() == snapshot
-    assert "ERROR" in server.log()
+    wait_until(lambda: "ERROR" in server.log(), 10, "the error in the log")
 
 
 @pytest.mark.parametrize(
@@ -201,7 +203,7 @@ def test_s3_bucket_gone_is_503_without_partial_state(moto: Moto, tmp_path: Path)
             assert reply.status == 503, (method, reply.status, reply.body)
             assert "bucket does not exist" in reason(reply.body)
         assert bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]
-        assert "ERROR" in server.log()
+        wait_until(lambda: "ERROR" in server.log(), 10, "the error in the log")
 
 
 def test_s3_unreachable_is_503(tmp_path: Path) -> None:
@@ -216,7 +218,7 @@ def test_s3_unreachable_is_503(tmp_path: Path) -> None:
                 reply = server.request(method, path, body)
                 assert reply.status == 503, (method, reply.status, reply.body)
                 assert "cannot be reached" in reason(reply.body)
-            assert "ERROR" in server.log()
+            wait_until(lambda: "ERROR" in server.log(), 10, "the error in the log")
 
 
 def test_store_is_created_at_start_only(tmp_path: Path) -> None:
