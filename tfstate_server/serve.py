@@ -22,6 +22,7 @@ from tfstate_server.connections import (
 from tfstate_server.drain import Drain
 from tfstate_server.metrics import Metrics
 from tfstate_server.tls import ServerTLS
+from tfstate_server.tlslisten import TLSListener
 
 log = logging.getLogger("tfstate_server")
 IO_THREADS = 32
@@ -95,21 +96,18 @@ async def serve(
     await runner.setup()
     assert runner.server is not None
     guard.server = runner.server
-    listener: asyncio.AbstractServer | None = None
+    listener: asyncio.AbstractServer | TLSListener | None = None
     metrics_runner: web.AppRunner | None = None
     try:
         if metrics is not None and metrics_address is not None:
             metrics_runner = await _serve_metrics(metrics, *metrics_address)
         try:
-            listener = await loop.create_server(
-                guard,
-                host,
-                port,
-                reuse_address=True,
-                backlog=1024,
-                ssl=tls.context if tls else None,
-                ssl_handshake_timeout=limits.header_timeout if tls else None,
-            )
+            if tls is not None:
+                listener = await TLSListener.start(
+                    host, port, guard, tls.context, limits.header_timeout, backlog=1024
+                )
+            else:
+                listener = await loop.create_server(guard, host, port, reuse_address=True, backlog=1024)
         except OSError as exc:
             raise ListenError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
         scheme = "https" if tls else "http"

@@ -4,6 +4,7 @@ and the wrong protocol on either port."""
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import socket
 import ssl
@@ -20,6 +21,7 @@ from tfstate_harness import (
     basic,
     lock_body,
     make_client,
+    request,
     running_server,
     state_body,
     wait_until,
@@ -266,8 +268,14 @@ def check_wrong_protocols(tls_server: Server, server: Server, p: Paths) -> None:
     raw = f"GET {p.state} HTTP/1.1\r\nHost: x\r\nAuthorization: {basic()}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", tls_server.port), timeout=15) as sock:
         sock.sendall(raw)
-        answer = sock.recv(4096)
-    assert b"HTTP/1.1 200" not in answer and b"HTTP/1.1 204" not in answer
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert "speaks HTTPS" in json.loads(body)["error"]
+    plain = request(tls_server.port, "GET", p.state)  # http.client, plain
+    assert plain.status == 400
     assert tls_server.request("GET", "/health").status == 200
 
     context = ssl.create_default_context()
@@ -281,3 +289,35 @@ def check_wrong_protocols(tls_server: Server, server: Server, p: Paths) -> None:
     assert server.request("GET", "/health").status == 200
     for log in (tls_server.log(), server.log()):
         assert "Traceback" not in log
+
+
+def test_tofu_with_an_http_address_for_the_tls_port(
+    tls_server: Server, p: Paths, tools_env: dict[str, str], tmp_path: Path
+) -> None:
+    client = make_client(tools_env["TOFU"], tmp_path / "work", tools_env, tls_server, p.name)
+    for name in ("TF_HTTP_ADDRESS", "TF_HTTP_LOCK_ADDRESS", "TF_HTTP_UNLOCK_ADDRESS"):
+        client.env[name] = client.env[name].replace("https://", "http://")
+    result = client.run("init", "-no-color", check=False)
+    assert result.returncode != 0
+    assert "400" in result.stderr, result.stderr
+
+
+def test_a_connection_silent_before_its_handshake_is_closed(pki: dict[str, object], tmp_path: Path) -> None:
+    ca, cert = pki["ca"], pki["server"]
+    assert isinstance(ca, CA) and isinstance(cert, Issued)
+    args = (*tls_args(cert), "--header-timeout", "1")
+    with running_server((tmp_path / "store").as_uri(), tmp_path, *args, context=client_context(ca)) as server:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+        begin = time.monotonic()
+        assert silent.recv(100) == b""  # closed by the server
+        assert 0.5 <= time.monotonic() - begin < 10
+        silent.close()
+        # Half a handshake (a record header, then nothing) is cut off the same way.
+        half = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+        half.sendall(b"\x16\x03\x01")
+        begin = time.monotonic()
+        assert half.recv(100) == b""
+        assert time.monotonic() - begin < 10
+        half.close()
+        assert server.request("GET", "/health").status == 200
+        assert "Traceback" not in server.log()
