@@ -104,7 +104,7 @@ async def serve(
         try:
             if tls is not None:
                 listener = await TLSListener.start(
-                    host, port, guard, tls.context, limits.header_timeout, backlog=1024
+                    host, port, guard, tls.context, limits.header_timeout, backlog=1024, max_waiting=cap
                 )
             else:
                 listener = await loop.create_server(guard, host, port, reuse_address=True, backlog=1024)

@@ -5,7 +5,8 @@ and the client only sees the connection close (`EOF`, "empty reply"). So connect
 accepted here, and the first byte is peeked at without reading it: a TLS handshake record
 (0x16) goes on to the TLS transport with the connection untouched; anything else is
 answered `400` in plain HTTP, as Go's servers do, and closed. A connection that sends
-nothing within the header timeout is closed.
+nothing within the header timeout is closed; beyond max_waiting such connections (the
+connection cap), the oldest is closed for a new one.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class TLSListener:
         factory: Callable[[], asyncio.BaseProtocol],
         context: ssl.SSLContext,
         header_timeout: float,
+        max_waiting: int = 1024,
     ) -> None:
         self.sockets = sockets
+        self.max_waiting = max_waiting
         self.factory = factory
         self.context = context
         self.header_timeout = header_timeout
@@ -60,6 +63,7 @@ class TLSListener:
         context: ssl.SSLContext,
         header_timeout: float,
         backlog: int,
+        max_waiting: int = 1024,
     ) -> TLSListener:
         """Bind every address of host, as loop.create_server does; OSError if one fails."""
         loop = asyncio.get_running_loop()
@@ -79,7 +83,7 @@ class TLSListener:
             for sock in sockets:
                 sock.close()
             raise
-        return cls(sockets, factory, context, header_timeout)
+        return cls(sockets, factory, context, header_timeout, max_waiting)
 
     def _spawn(self, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)
@@ -101,6 +105,8 @@ class TLSListener:
             conn.setblocking(False)
             with contextlib.suppress(OSError):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if len(self._waiting) >= self.max_waiting:  # a flood of silent connections
+                self._give_up(next(iter(self._waiting)))  # the oldest goes
             fd = conn.fileno()
             timer = self._loop.call_later(self.header_timeout, self._give_up, fd)
             self._waiting[fd] = (conn, timer)

@@ -321,3 +321,19 @@ def test_a_connection_silent_before_its_handshake_is_closed(pki: dict[str, objec
         half.close()
         assert server.request("GET", "/health").status == 200
         assert "Traceback" not in server.log()
+
+
+def test_silent_connections_cannot_crowd_out_a_client(pki: dict[str, object], tmp_path: Path) -> None:
+    ca, cert = pki["ca"], pki["server"]
+    assert isinstance(ca, CA) and isinstance(cert, Issued)
+    args = (*tls_args(cert), "--header-timeout", "60", "--max-connections", "8")
+    with running_server((tmp_path / "store").as_uri(), tmp_path, *args, context=client_context(ca)) as server:
+        silent = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(20)]
+        try:
+            begin = time.monotonic()
+            assert server.request("GET", "/health", timeout=10).status == 200
+            assert time.monotonic() - begin < 10
+            assert silent[0].recv(100) == b""  # the oldest were closed for the newer ones
+        finally:
+            for sock in silent:
+                sock.close()
