@@ -383,7 +383,8 @@ class _Proxy(http.server.ThreadingHTTPServer):
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     """Forwards to moto; "ignore" drops If-None-Match and If-Match as a server that does
     not know them would, "refuse" answers them with 501 Not Implemented, "deny-history"
-    answers 403 to every write of a version object (keys that may not write there)."""
+    answers 403 to every write of a version object (keys that may not write there),
+    "deny-delete" answers 403 to every DeleteObjects."""
 
     server: _Proxy
     protocol_version = "HTTP/1.1"
@@ -401,6 +402,17 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
             return
         if self.server.mode == "deny-history" and self.command == "PUT" and ".history/" in self.path:
+            payload = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        if (
+            self.server.mode == "deny-delete"
+            and self.command == "POST"
+            and "delete" in self.path.partition("?")[2]
+        ):
             payload = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
             self.send_response(403)
             self.send_header("Content-Length", str(len(payload)))
@@ -503,3 +515,25 @@ def test_a_version_that_cannot_be_kept_fails_the_write(
         assert server.request("POST", p.state, state_body(3)).status == 200
         assert [v["serial"] for v in server.request("GET", p.versions).json()] == [3, 2, 1]
     assert keys_under(s3, bucket, history) == [f"{history}{n:010d}" for n in (1, 2, 3)]
+
+
+def test_a_failed_prune_is_logged_and_done_by_the_next_write(moto: Moto, tmp_path: Path) -> None:
+    """The write is stored before old versions are deleted: a failed delete does not fail
+    it, it is logged, and the versions are pruned once deletes work again."""
+    bucket = moto.new_bucket()
+    p = Paths("unpruned")
+    history = f"{PREFIX}/{USER}/{p.name}.history/"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        proxy_to(moto, "deny-delete") as env,
+        running_server(store_url(bucket), tmp_path / "a", "--keep-versions", "2", **env) as server,
+    ):
+        for serial in range(1, 5):
+            assert server.request("POST", p.state, state_body(serial)).status == 200
+        assert [v["serial"] for v in server.request("GET", p.versions).json()] == [4, 3, 2, 1]
+        wait_until(lambda: "could not be deleted" in server.log(), 10, "the failed prune in the log")
+    with running_server(store_url(bucket), tmp_path / "b", "--keep-versions", "2", **moto.env) as server:
+        assert server.request("POST", p.state, state_body(5)).status == 200
+        assert [v["serial"] for v in server.request("GET", p.versions).json()] == [5, 4]
+    assert keys_under(moto, bucket, history) == [f"{history}{n:010d}" for n in (4, 5)]

@@ -310,14 +310,19 @@ class S3Store(Store):
         doomed = set(distinct[: max(0, len(distinct) - self.keep_versions)])
         old = [object_key for number, object_key in numbers if number in doomed]
         failed: list[str] = []
+        kept: set[str] = set()  # keys still there
         for start in range(0, len(old), 1000):
             batch = [{"Key": object_key} for object_key in old[start : start + 1000]]
             try:
                 reply = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
                 failed.append(f"{len(batch)} keys: {exc}")
+                kept.update(item["Key"] for item in batch)
                 continue
-            failed += [f"{e.get('Key')}: {e.get('Code')}" for e in reply.get("Errors", [])]
+            for error in reply.get("Errors", []):
+                failed.append(f"{error.get('Key')}: {error.get('Code')}")
+                kept.add(str(error.get("Key")))
+        self.count_pruned(len(doomed - {number for number, object_key in numbers if object_key in kept}))
         if failed:
             self.faults["prune"] += 1
             log.error(
