@@ -5,6 +5,10 @@ atomic); on success whatever the previous output holds that synthesis does not w
 (tofu's `.terraform/` and lock file, the saved plan, the workflow's stamps, other stacks)
 is moved into it and the two directories are exchanged. On any failure the new directory
 is removed and the previous output stays byte for byte.
+
+One synthesis at a time writes an output directory: two runs at once (two `task synth`,
+or `task synth` beside `task infra:plan`) take turns on an flock of the directory that
+holds the output, so the second waits for the first instead of racing its swap.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import secrets
 import shutil
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,22 +55,82 @@ def staged_output(outdir: Path) -> Iterator[Path]:
     # Named before it exists, so that the clean-up below covers a Ctrl-C at any moment;
     # the pid lets a later run remove what a killed one (SIGKILL, power loss) left.
     staging = target.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    with output_lock(outdir):
+        try:
+            try:
+                _prepare(target, staging)
+            except OSError as exc:
+                raise output_error(outdir, exc) from exc
+            yield staging
+            _swap_in(staging, target, outdir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# The locks this process holds: directory -> (its descriptor, how many nested holders).
+_held: dict[str, tuple[int, int]] = {}
+_held_guard = threading.RLock()
+
+
+@contextlib.contextmanager
+def output_lock(outdir: Path) -> Iterator[None]:
+    """Hold `outdir`'s lock: an exclusive flock of the directory that holds it (no lock
+    file to clean up or ignore; outputs side by side take turns too). Another process
+    holding it: say so on stderr and wait. Nested holds in one process share the lock.
+    Where the filesystem cannot lock, go on unlocked rather than fail the run. The
+    parent directory cannot be made: OutputDirError."""
+    target = Path(os.path.realpath(outdir))
+    try:
+        _make_parent(target)
+    except OSError as exc:
+        raise output_error(outdir, exc) from exc
+    key = str(target.parent)
+    with _held_guard:  # threads of one process take turns too
+        if key in _held:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth + 1)
+        else:
+            _held[key] = (_lock(target.parent, outdir), 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held.pop(key)
+            if depth > 1:
+                _held[key] = (fd, depth - 1)
+            elif fd >= 0:
+                os.close(fd)  # releases the flock
+
+
+def _lock(directory: Path, display: Path) -> int:
+    """An exclusive flock of `directory`: its descriptor, or -1 where it cannot be locked."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return -1
     try:
         try:
-            _prepare(target, staging)
-        except OSError as exc:
-            raise output_error(outdir, exc) from exc
-        yield staging
-        _swap_in(staging, target, outdir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{display}: waiting for another synthesis to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # no locks on this filesystem (ENOLCK, EBADF on some NFS mounts)
+        os.close(fd)
+        return -1
+    except BaseException:  # Ctrl-C while waiting: nothing was written
+        os.close(fd)
+        raise
+    return fd
 
 
-def _prepare(target: Path, staging: Path) -> None:
+def _make_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a directory should be
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+
+
+def _prepare(target: Path, staging: Path) -> None:
+    _make_parent(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
     staging.mkdir()  # the usual mode (umask), unlike mkdtemp's 0700

@@ -1,4 +1,8 @@
-"""Synthesize when the config (or the app's code) changed since the last synth."""
+"""Synthesize when the config (or the app's code) changed since the last synth.
+
+Both hold the output directory's lock (output_dir.output_lock) from the check to the
+stamp: two tasks at once take turns, and the second finds the first's output current.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from pathlib import Path
 
 from config import InfraConfig, load_config
+from output_dir import output_lock
 from workflow.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +49,21 @@ def stack_file(ws: Workspace, config: InfraConfig) -> Path:
 def synth(ws: Workspace, config: InfraConfig) -> Path:
     from main import describe, synthesize  # starts jsii: only when really synthesizing
 
-    digest = inputs_digest(ws)
-    output = synthesize(config, str(ws.outdir))
-    (ws.outdir / STAMP).write_text(digest + "\n")
+    with output_lock(ws.outdir):  # the stamp is written with the output it describes
+        digest = inputs_digest(ws)
+        output = synthesize(config, str(ws.outdir))
+        (ws.outdir / STAMP).write_text(digest + "\n")
     sys.stderr.write(describe(config, output))
     return output
 
 
 def ensure_synth(ws: Workspace, config: InfraConfig) -> Path:
     """Re-synthesize when cluster.yaml, nodes.yaml or the app changed since the last synth."""
-    output = stack_file(ws, config)
-    stamp = ws.outdir / STAMP
-    current = stamp.read_text().strip() if stamp.exists() else ""
-    if output.exists() and current == inputs_digest(ws):
-        return output
-    print("config changed since the last synth: synthesizing again", file=sys.stderr)
-    return synth(ws, config)
+    with output_lock(ws.outdir):  # not while another run swaps the output or its stamp
+        output = stack_file(ws, config)
+        stamp = ws.outdir / STAMP
+        current = stamp.read_text().strip() if stamp.exists() else ""
+        if output.exists() and current == inputs_digest(ws):
+            return output
+        print("config changed since the last synth: synthesizing again", file=sys.stderr)
+        return synth(ws, config)
