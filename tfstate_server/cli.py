@@ -40,10 +40,17 @@ environment:
                         AWS_RESPONSE_CHECKSUM_VALIDATION set to when_required)
 
 clients point at it with:
-  address        = http://HOST:PORT/states/NAME
-  lock_address   = http://HOST:PORT/states/NAME/lock   (lock_method LOCK)
-  unlock_address = http://HOST:PORT/states/NAME/lock   (unlock_method UNLOCK)
-  and TF_HTTP_USERNAME / TF_HTTP_PASSWORD in the environment.
+  address        = http(s)://HOST:PORT/states/NAME
+  lock_address   = http(s)://HOST:PORT/states/NAME/lock   (lock_method LOCK)
+  unlock_address = http(s)://HOST:PORT/states/NAME/lock   (unlock_method UNLOCK)
+  and TF_HTTP_USERNAME / TF_HTTP_PASSWORD in the environment; with TLS, a private
+  CA as PEM text in TF_HTTP_CLIENT_CA_CERTIFICATE_PEM, and for --tls-client-ca a
+  client certificate and key in TF_HTTP_CLIENT_CERTIFICATE_PEM and
+  TF_HTTP_CLIENT_PRIVATE_KEY_PEM.
+
+signals:
+  SIGTERM, SIGINT  finish requests in progress (--shutdown-timeout), then exit
+  SIGHUP           re-read --tls-cert and --tls-key (a bad pair keeps the old one)
 """
 
 

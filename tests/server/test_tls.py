@@ -337,3 +337,33 @@ def test_silent_connections_cannot_crowd_out_a_client(pki: dict[str, object], tm
         finally:
             for sock in silent:
                 sock.close()
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_tls_1_2_at_least(tls_server: Server, pki: dict[str, object]) -> None:
+    ca = pki["ca"]
+    assert isinstance(ca, CA)
+    versions = {}
+    for highest in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = client_context(ca)
+        context.maximum_version = highest
+        with (
+            socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            versions[highest] = tls.version()
+    assert versions == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}
+    old = client_context(ca)
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with (  # refused by the server (or by this machine's OpenSSL already)
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        socket.create_connection(("127.0.0.1", tls_server.port), timeout=10) as raw,
+        old.wrap_socket(raw, server_hostname="localhost"),
+    ):
+        pass
+    from tfstate_server.tls import ServerTLS, TLSFiles
+
+    cert = pki["server"]
+    assert isinstance(cert, Issued)
+    assert ServerTLS(TLSFiles(cert.cert, cert.key)).context.minimum_version == ssl.TLSVersion.TLSv1_2
