@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from tfstate_harness import ROOT, Moto, Paths, Server, running_moto, running_server
 
+from devenv.seaweedfs import SeaweedFS, running_seaweedfs, seaweedfs_binary
+
 SETUP_TOOLS = ROOT / "scripts" / "setup-tools"
 
 
@@ -58,14 +60,26 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         yield server
 
 
-def _store_url(kind: str, tmp_path: Path, moto: Moto | None) -> tuple[str, dict[str, str]]:
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server: SeaweedFS's gateway (weed built by setup-tools --seaweedfs)."""
+    workdir = tmp_path_factory.mktemp("seaweedfs")
+    with running_seaweedfs(seaweedfs_binary(log=workdir / "setup-tools.log"), workdir) as server:
+        yield server
+
+
+def _store_url(kind: str, tmp_path: Path, moto: Moto | SeaweedFS | None) -> tuple[str, dict[str, str]]:
     if kind == "file":
         return (tmp_path / "store").as_uri(), {}
     assert moto is not None
     return f"s3://{moto.new_bucket()}/team/states", moto.env
 
 
-@pytest.fixture(scope="module", params=["file", "s3"])
+# The S3 store on moto ("s3") and on SeaweedFS, a real S3 server.
+S3_SERVERS = {"s3": "moto", "seaweedfs": "seaweedfs"}
+
+
+@pytest.fixture(scope="module", params=["file", *S3_SERVERS])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -73,7 +87,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     """(URL, environment) of a new, empty store of each kind."""
-    moto = request.getfixturevalue("moto") if store_kind == "s3" else None
+    moto = request.getfixturevalue(S3_SERVERS[store_kind]) if store_kind in S3_SERVERS else None
     return _store_url(store_kind, tmp_path, moto)
 
 
@@ -83,7 +97,7 @@ def server(
 ) -> Iterator[Server]:
     """One server per store kind for a whole module: tests use their own state names."""
     tmp = tmp_path_factory.mktemp(f"server-{store_kind}")
-    moto = request.getfixturevalue("moto") if store_kind == "s3" else None
+    moto = request.getfixturevalue(S3_SERVERS[store_kind]) if store_kind in S3_SERVERS else None
     url, env = _store_url(store_kind, tmp, moto)
     with running_server(url, tmp, **env) as running:
         yield running

@@ -41,21 +41,13 @@ from tfstate_harness import (
     wait_until,
 )
 
-from devenv.seaweedfs import SeaweedFS, running_seaweedfs, seaweedfs_binary
+from devenv.seaweedfs import SeaweedFS
 from tfstate_server.storage.base import StateKey
 from tfstate_server.storage.s3 import S3Store
 
 PREFIX = "team"
 LOCKERS = 20
 ROUNDS = 5
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    workdir = tmp_path_factory.mktemp("seaweedfs")
-    weed = seaweedfs_binary(log=workdir / "setup-tools.log")
-    with running_seaweedfs(weed, workdir) as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["moto", "seaweedfs"])
