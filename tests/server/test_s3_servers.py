@@ -256,6 +256,10 @@ def test_migrate_versions_moves_the_old_layout(s3: Moto | SeaweedFS, bucket: str
     old = f"{PREFIX}/{USER}/{p.name}.versions/"
     with running_server(store_url(bucket), tmp_path, "--keep-versions", "3", **s3.env) as server:
         assert server.request("POST", other.state, state_body(1)).status == 200
+        # Before: SeaweedFS leaves `*.versions/` out of listings, so only the current state
+        # is seen as a version there; moto lists the old layout.
+        before = [v["version"] for v in server.request("GET", p.versions).json()]
+        assert before == ([4] if isinstance(s3, SeaweedFS) else [4, 3, 2, 1])
         result = migrate(store_url(bucket), s3.env, "--keep-versions", "3")
         assert result.returncode == 0, result.stderr
         assert f"{USER}/{p.name}: " in result.stdout
