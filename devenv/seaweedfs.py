@@ -158,17 +158,18 @@ def _identities(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL; then the process group (its own session), in case weed
-    left anything behind."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    """SIGTERM to its process group (its own session: weed and anything it started), then
+    SIGKILL. Signalled only while weed is not yet reaped, so the group id is still its."""
+    if proc.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(STOP_TIMEOUT)
 
 
 def _ready(s3: SeaweedFS, deadline: float) -> None:
