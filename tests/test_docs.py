@@ -40,6 +40,8 @@ PAGES = sorted(p for p in DOCS.glob("*.md") if not p.name.startswith("_"))  # th
 ALL_PAGES = sorted(DOCS.glob("*.md"))
 MARKER = re.compile(r"^\s*<!-- (example|message)(?::\s*(.*?))? -->\s*$")
 FENCE = re.compile(r"^(\s*)```")
+# pymdownx.snippets: a line `--8<-- "path"` in a fence is that file of the repository.
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"\n', re.M)
 
 
 @dataclass
@@ -78,6 +80,7 @@ def blocks_of(page: Path) -> list[Block]:
         marker = MARKER.match(line)
         if marker:
             _info, text, _end = fenced(lines, number + 1)
+            text = SNIPPET.sub(lambda m: (ROOT / m.group(1)).read_text(encoding="utf-8"), text)
             found.append(Block(page.name, number + 1, marker.group(1), marker.group(2) or "", text))
     return found
 
