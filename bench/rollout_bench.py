@@ -82,32 +82,24 @@ def one_run(
         if kind == "one_go":
             return ws.apply().seconds
         if kind == "rolling":
-            return rolling_apply(tmp, ws)
+            return rolling_apply(ws)
         clean(kube)
         with SimulatedKubelets(kube, pve, ROLES, ready_delay=ready_delay, poll=0.05) as kubelets:
             kube.write_kubeconfig(ws.cluster_path.parent / "kubeconfig")
             kubelets.wait(lambda: len(kubelets.boot_ids()) == len(ROLES), 30, "every Node Ready")
             kubelets.deploy("web", 6, max_unavailable=1)
-            seconds = rolling_apply(tmp, ws, cluster=True)
+            seconds = rolling_apply(ws, cluster=True)
             if kubelets.pdb_violations:
                 raise SystemExit(f"a disruption budget was violated: {kubelets.pdb_violations}")
             return seconds
 
 
-def rolling_apply(tmp: Path, ws: Workspace, cluster: bool = False) -> float:
-    env = {
-        **ws.env(),
-        "CLUSTER_CONFIG": str(ws.cluster_path),
-        "NODES_CONFIG": str(ws.nodes_path),
-        "CDKTF_OUTDIR": str(ws.outdir),
-        "SECRETS_FILE": str(tmp / "none.sops.yaml"),
-    }
-    env.pop("KUBECONFIG", None)
+def rolling_apply(ws: Workspace, cluster: bool = False) -> float:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "workflow", "apply-auto", "--yes", "--node-timeout", "60"],
         cwd=ROOT,
-        env=env,
+        env=ws.workflow_env(),
         capture_output=True,
         text=True,
         timeout=900,

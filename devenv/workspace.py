@@ -226,6 +226,19 @@ class Workspace:
             env.update(TF_HTTP_USERNAME=self.state.username, TF_HTTP_PASSWORD=self.state.password)
         return env
 
+    def workflow_env(self) -> dict[str, str]:
+        """env() for `python -m workflow` on this workspace: its config and output, no sops
+        file (credentials come from env()), and no KUBECONFIG of the machine's own."""
+        env = {
+            **self.env(),
+            "CLUSTER_CONFIG": str(self.cluster_path),
+            "NODES_CONFIG": str(self.nodes_path),
+            "CDKTF_OUTDIR": str(self.outdir),
+            "SECRETS_FILE": str(self.root / "none.sops.yaml"),
+        }
+        env.pop("KUBECONFIG", None)
+        return env
+
     def secrets(self) -> list[str]:
         """Values that must not leak into argv, files or logs."""
         out = [self.pve.token_secret]

@@ -71,6 +71,21 @@ def server() -> Iterator[FakePveServer]:
         srv.stop()
 
 
+HOSTS = ["pve1", "pve2", "pve3"]
+
+
+@pytest.fixture
+def cluster_pve() -> Iterator[FakePveServer]:
+    """A fakepve of three hosts, pve1 (fakepve's own), pve2 and pve3."""
+    srv = FakePveServer()
+    try:
+        srv.wait_ready()
+        srv.call(lambda p: [p.add_host(h) for h in HOSTS[1:]])
+        yield srv
+    finally:
+        srv.stop()
+
+
 def guest_addresses(nodes: list[dict]) -> dict[str, str]:
     """MAC -> node address, for the simulated guest agent."""
     return {str(n["mac_addr"]).lower(): str(n["address"]) for n in nodes}

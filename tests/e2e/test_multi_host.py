@@ -7,33 +7,19 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devenv.fakepve import FakePveServer
 from devenv.workspace import Workspace, example_nodes
-from e2e.conftest import WorkspaceFactory, guest_addresses
+from e2e.conftest import HOSTS, WorkspaceFactory, guest_addresses
 from e2e.expected import iso_of
 
 pytestmark = pytest.mark.e2e
 
-HOSTS = ["pve1", "pve2", "pve3"]
 VM = "proxmox_virtual_environment_vm.talos_node_"
 DOWNLOAD = re.compile(r"^/api2/json/nodes/([^/]+)/storage/([^/]+)/download-url$")
-
-
-@pytest.fixture
-def cluster_pve() -> Iterator[FakePveServer]:
-    """A fakepve of three hosts, pve1 (fakepve's own), pve2 and pve3."""
-    srv = FakePveServer()
-    try:
-        srv.wait_ready()
-        srv.call(lambda p: [p.add_host(h) for h in HOSTS[1:]])
-        yield srv
-    finally:
-        srv.stop()
 
 
 # ------------------------------------------------------------------ read back

@@ -22,16 +22,12 @@ import yaml
 from devenv.fakepve import FakePveServer
 from devenv.kube import KubeApi, SimulatedKubelets
 from devenv.workspace import LOOPBACK_NET as NET
-from devenv.workspace import HttpState, loopback_cluster, loopback_nodes, prepare_rollout_fake
-from tests.tasks.taskrun import TaskWorkspace
+from devenv.workspace import HttpState
+from tests.tasks.rollout_cluster import CONTROLLERS, WORKERS, Cluster, ok, rollout_pve
 
 pytestmark = pytest.mark.e2e
 
-BOOT_SECS = 2.0
-TIME_SCALE = 0.25
 READY_DELAY = 0.5  # a started VM's Node reports Ready this long after it runs
-CONTROLLERS = ("k8s-ctrl-0", "k8s-ctrl-1", "k8s-ctrl-2")
-WORKERS = ("k8s-work-0", "k8s-work-1", "k8s-work-2")
 ROLES = {n: "controller" for n in CONTROLLERS} | {n: "worker" for n in WORKERS}
 FAST = ("--node-timeout", "30", "--drain-timeout", "30")
 
@@ -58,33 +54,19 @@ def clean(kube: KubeApi) -> None:
 
 @pytest.fixture
 def pve() -> Iterator[FakePveServer]:
-    with FakePveServer(time_scale=TIME_SCALE) as server:
-        server.wait_ready()
-        prepare_rollout_fake(server, BOOT_SECS)
-        yield server
-        assert server.call(lambda p: list(p.talos_errors)) == []
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-4000:]
-    return proc
+    yield from rollout_pve()
 
 
 def errors(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
-class Live:
-    """A 3 + 3 cluster applied through `task`, with its Kubernetes side running."""
+class Live(Cluster):
+    """The 3 + 3 cluster with its Kubernetes side running."""
 
     def __init__(self, root: Path, pve: FakePveServer, state: HttpState, kube: KubeApi) -> None:
-        self.ws = TaskWorkspace(root)
-        self.pve, self.state, self.kube = pve, state, kube
-        self.nodes = loopback_nodes()
-        self.write()
-        ok(self.ws.task("configure"))
-        ok(self.ws.task("infra:plan"))
-        ok(self.ws.task("infra:apply"))  # created: nothing to roll, no cluster yet
+        super().__init__(root, pve, state)  # created: nothing to roll, no cluster yet
+        self.kube = kube
         clean(kube)
         self.kubelets = SimulatedKubelets(kube, pve, ROLES, ready_delay=READY_DELAY, poll=0.05)
         self.kubelets.start()
@@ -97,28 +79,6 @@ class Live:
 
     def close(self) -> None:
         self.kubelets.stop()
-
-    def write(self, **overrides: Any) -> None:
-        cluster = loopback_cluster(
-            self.pve.url,
-            tfstate_url=self.state.url,
-            tfstate_username=self.state.username,
-            tfstate_password=self.state.password,
-            proxmox_api_token_id=self.pve.token_id,
-            proxmox_api_token_secret=self.pve.token_secret,
-            **overrides,
-        )
-        self.ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
-        self.ws.nodes.write_text(yaml.safe_dump({"nodes": self.nodes}, sort_keys=False))
-
-    def more_memory(self, controllers: bool = True) -> None:
-        sizes = {"proxmox_vm_worker_defaults": {"cores": 8, "memory": 18432, "disk_size": 256}}
-        if controllers:
-            sizes["proxmox_vm_controller_defaults"] = {"cores": 4, "memory": 10240, "disk_size": 64}
-        self.write(**sizes)
-
-    def memory(self) -> dict[str, int]:
-        return self.pve.call(lambda p: {vm.name: int(vm.config["memory"]) for vm in p.vms})
 
     def stopped(self) -> list[str]:
         """Names of the VMs that stopped since the setup (in order, once each)."""

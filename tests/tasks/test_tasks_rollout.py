@@ -8,7 +8,6 @@ power state is recorded by the fake (`power_log`); the assertions read it.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,74 +18,18 @@ import yaml
 from devenv.fakepve import FakePveServer
 from devenv.tools import ensure_tools
 from devenv.workspace import LOOPBACK_NET as NET
-from devenv.workspace import HttpState, loopback_cluster, loopback_nodes, prepare_rollout_fake
+from devenv.workspace import HttpState, loopback_cluster, loopback_nodes
 from devenv.workspace import Workspace as TofuWorkspace
-from tests.tasks.taskrun import TaskWorkspace
+from tests.tasks.rollout_cluster import CONTROLLERS, WORKERS, Cluster, ok, rollout_pve
 
 pytestmark = pytest.mark.e2e
 
-BOOT_SECS = 2.0  # simulated seconds of each shutdown and start
-TIME_SCALE = 0.25  # -> 0.5 s of real time each: long enough for parallel stops to overlap
-CONTROLLERS = ("k8s-ctrl-0", "k8s-ctrl-1", "k8s-ctrl-2")
-WORKERS = ("k8s-work-0", "k8s-work-1", "k8s-work-2")
 Interval = tuple[float, float]
 
 
 @pytest.fixture
 def pve() -> Iterator[FakePveServer]:
-    with FakePveServer(time_scale=TIME_SCALE) as server:
-        server.wait_ready()
-        prepare_rollout_fake(server, BOOT_SECS)
-        yield server
-        # Another run on this machine holding the same loopback addresses, not our bug:
-        # said here, rather than as a node that never came back.
-        assert server.call(lambda p: list(p.talos_errors)) == []
-
-
-class Cluster:
-    """A 3 + 3 cluster applied through `task`, its config editable."""
-
-    def __init__(self, root: Path, pve: FakePveServer, state: HttpState) -> None:
-        self.ws = TaskWorkspace(root)
-        self.pve = pve
-        self.state = state
-        self.write()
-        ok(self.ws.task("configure"))
-        ok(self.ws.task("infra:plan"))
-        ok(self.ws.task("infra:apply"))
-        assert self.memory() == {n: 8192 for n in CONTROLLERS} | {n: 16384 for n in WORKERS}
-        pve.call(lambda p: p.power_log.clear())
-
-    def write(self, **overrides: Any) -> None:
-        cluster = loopback_cluster(
-            self.pve.url,
-            tfstate_url=self.state.url,
-            tfstate_username=self.state.username,
-            tfstate_password=self.state.password,
-            proxmox_api_token_id=self.pve.token_id,
-            proxmox_api_token_secret=self.pve.token_secret,
-            **overrides,
-        )
-        self.ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
-        self.ws.nodes.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
-
-    def more_memory(self) -> None:
-        """+2 GiB on every node."""
-        self.write(
-            proxmox_vm_controller_defaults={"cores": 4, "memory": 10240, "disk_size": 64},
-            proxmox_vm_worker_defaults={"cores": 8, "memory": 18432, "disk_size": 256},
-        )
-
-    def memory(self) -> dict[str, int]:
-        return self.pve.call(lambda p: {vm.name: int(vm.config["memory"]) for vm in p.vms})
-
-    def power_log(self) -> list[tuple[float, int, str, str]]:
-        return self.pve.call(lambda p: list(p.power_log))
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc
+    yield from rollout_pve()
 
 
 def stopped_intervals(log: list[tuple[float, int, str, str]]) -> dict[str, list[Interval]]:
