@@ -283,6 +283,15 @@ def test_configuration_reference_matches_the_schema() -> None:
     )
 
 
+def test_the_regenerating_command_runs() -> None:
+    from config.reference import COMMAND
+
+    proc = subprocess.run(
+        [sys.executable, "-m", *COMMAND.split()[2:], "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_site_builds_strictly(tmp_path: Path) -> None:
     mkdocs = Path(sys.executable).parent / "mkdocs"
     proc = subprocess.run(
