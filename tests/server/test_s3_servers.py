@@ -4,9 +4,10 @@ Go module by scripts/setup-tools --seaweedfs, S3 gateway on loopback).
 
 Covered on both: conditional writes answered with 412, locks across two replicas, racing
 writers across replicas, versions listed and pruned under the key layout both list, old-
-layout history kept readable and migrated, a missing or deleted bucket, denied keys
-(SeaweedFS only: moto checks no keys), and the start-up refusal of a bucket that ignores
-conditional writes (a proxy in front of moto that drops the conditions).
+layout history kept readable and migrated, a missing or deleted bucket, denied keys (on
+moto, one of its own that checks keys against its IAM), a version that cannot be stored,
+a failed prune, and the start-up refusal of a bucket that ignores conditional writes (a
+proxy in front of moto that drops the conditions).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import http.client
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +38,18 @@ from tfstate_harness import (
     Moto,
     Paths,
     Server,
+    free_port,
     lock_body,
     request,
     running_server,
     state_body,
+    stop_process,
     wait_until,
 )
 
-from devenv.seaweedfs import SeaweedFS
+from devenv.seaweedfs import Keys, SeaweedFS
 from tfstate_server.storage.base import StateKey
-from tfstate_server.storage.s3 import S3Store
+from tfstate_server.storage.s3 import PROBE_NAME, S3Store
 
 PREFIX = "team"
 LOCKERS = 20
@@ -65,7 +71,7 @@ def store_url(bucket: str) -> str:
     return f"s3://{bucket}/{PREFIX}"
 
 
-def keys_under(s3: Moto | SeaweedFS, bucket: str, prefix: str) -> list[str]:
+def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
     listed = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
@@ -334,20 +340,117 @@ def test_bucket_deleted_while_running_is_503(s3: Moto | SeaweedFS, bucket: str, 
     assert bucket not in [b["Name"] for b in client.list_buckets()["Buckets"]]
 
 
-def test_denied_keys(s3: Moto | SeaweedFS, bucket: str, tmp_path: Path) -> None:
-    if isinstance(s3, Moto):
-        pytest.skip("moto checks no keys: every key is granted everything")
+@dataclass
+class KeyedMoto:
+    """moto that checks keys against its own IAM (INITIAL_NO_AUTH_ACTION_COUNT): users
+    like the identities devenv/seaweedfs.py makes, with IAM policies to match."""
+
+    endpoint: str
+    admin: Keys
+    reader: Keys
+    limited: Keys
+    outsider: Keys
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.env_as(self.admin)
+
+    def env_as(self, keys: Keys) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": keys.access_key,
+            "AWS_SECRET_ACCESS_KEY": keys.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self, keys: Keys | None = None, service: str = "s3") -> Any:
+        import boto3
+
+        keys = keys or self.admin
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            aws_access_key_id=keys.access_key,
+            aws_secret_access_key=keys.secret_key,
+            region_name="us-east-1",
+        )
+
+    def new_bucket(self) -> str:
+        name = f"tfstate-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+# moto asks for "s3:HeadBucket" where S3 asks for s3:ListBucket.
+READ = ["s3:Get*", "s3:List*", "s3:HeadBucket"]
+KEYED_POLICIES: dict[str, list[dict[str, Any]]] = {
+    "admin": [{"Action": "s3:*", "Resource": "*"}],
+    "reader": [{"Action": READ, "Resource": "*"}],
+    "limited": [
+        {"Action": READ, "Resource": "*"},
+        {"Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"arn:aws:s3:::*/*{PROBE_NAME}*"},
+    ],
+    "outsider": [
+        {"Action": "s3:*", "Resource": ["arn:aws:s3:::never-created", "arn:aws:s3:::never-created/*"]}
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def keyed_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedMoto]:
+    port = free_port()
+    # The IAM calls that make the users are the only ones allowed without keys.
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(3 * len(KEYED_POLICIES))}
+    with open(tmp_path_factory.mktemp("keyed-moto") / "moto.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "devenv" / "serial_moto.py"), "127.0.0.1", str(port)],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+
+        def accepting() -> bool:
+            assert proc.poll() is None, f"moto exited {proc.returncode}"
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+            except OSError:
+                return False
+            return True
+
+        wait_until(accepting, 30, "moto to accept connections", 0.05)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = KeyedMoto(endpoint, *[Keys("unchecked", "unchecked")] * 4).client(service="iam")
+        keys = {}
+        for name, statements in KEYED_POLICIES.items():
+            iam.create_user(UserName=name)
+            made = iam.create_access_key(UserName=name)["AccessKey"]
+            keys[name] = Keys(made["AccessKeyId"], made["SecretAccessKey"])
+            document = {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", **st} for st in statements],
+            }
+            iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=json.dumps(document))
+        yield KeyedMoto(endpoint, **keys)
+    finally:
+        stop_process(proc)
+
+
+def test_denied_keys(s3: Moto | SeaweedFS, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """On moto, one that checks keys (the shared one grants any key everything)."""
+    keyed: KeyedMoto | SeaweedFS = request.getfixturevalue("keyed_moto") if isinstance(s3, Moto) else s3
+    bucket = keyed.new_bucket()
     # Keys that may not write, or not see the bucket, or do not exist: refused at start.
-    assert_refused(serve_once(store_url(bucket), s3.env_as(s3.reader)), "not usable", "AccessDenied")
-    assert_refused(serve_once(store_url(bucket), s3.env_as(s3.outsider)), "not usable")
-    wrong = dict(s3.env)
+    assert_refused(serve_once(store_url(bucket), keyed.env_as(keyed.reader)), "not usable", "AccessDenied")
+    assert_refused(serve_once(store_url(bucket), keyed.env_as(keyed.outsider)), "not usable")
+    wrong = dict(keyed.env)
     wrong["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
     assert_refused(serve_once(store_url(bucket), wrong), "not usable")
     # Keys that pass the start-up check but may not write states: reads are served,
     # every write is a 503 that says so, and nothing is written.
     p = Paths("denied")
-    s3.client().put_object(Bucket=bucket, Key=f"{PREFIX}/{USER}/{p.name}.tfstate", Body=state_body(1))
-    with running_server(store_url(bucket), tmp_path, **s3.env_as(s3.limited)) as server:
+    keyed.client().put_object(Bucket=bucket, Key=f"{PREFIX}/{USER}/{p.name}.tfstate", Body=state_body(1))
+    with running_server(store_url(bucket), tmp_path, **keyed.env_as(keyed.limited)) as server:
         assert server.request("GET", p.state).body == state_body(1)
         for method, path, body in [
             ("POST", p.state, state_body(2)),
@@ -358,7 +461,7 @@ def test_denied_keys(s3: Moto | SeaweedFS, bucket: str, tmp_path: Path) -> None:
             assert reply.status == 503, (method, reply.status, reply.body)
             assert "denied" in reply.json()["error"]
         wait_until(lambda: "ERROR" in server.log(), 10, "the error in the log")
-    assert keys_under(s3, bucket, f"{PREFIX}/") == [f"{PREFIX}/{USER}/{p.name}.tfstate"]
+    assert keys_under(keyed, bucket, f"{PREFIX}/") == [f"{PREFIX}/{USER}/{p.name}.tfstate"]
 
 
 # -- a bucket that ignores conditional writes --------------------------------------------
