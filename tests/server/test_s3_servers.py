@@ -5,9 +5,9 @@ Go module by scripts/setup-tools --seaweedfs, S3 gateway on loopback).
 Covered on both: conditional writes answered with 412, locks across two replicas, racing
 writers across replicas, versions listed and pruned under the key layout both list, old-
 layout history kept readable and migrated, a missing or deleted bucket, denied keys (on
-moto, one of its own that checks keys against its IAM), a version that cannot be stored,
-a failed prune, and the start-up refusal of a bucket that ignores conditional writes (a
-proxy in front of moto that drops the conditions).
+moto, one of its own that checks keys against its IAM), a version that cannot be stored.
+On moto through a proxy that changes its answers: a failed prune, and the start-up
+refusal of a bucket that ignores conditional writes or answers them with 501.
 """
 
 from __future__ import annotations
