@@ -61,6 +61,7 @@ class ServerConfig:
 
 CONFIG = web.AppKey("config", ServerConfig)
 WAITERS = web.AppKey("lock_waiters", LockWaiters)
+DRAIN = web.AppKey("drain", Drain | None)  # counts the requests in flight
 Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
 
 
@@ -90,11 +91,16 @@ async def _blocking(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
 
-async def _lock_call(store: Store, method: Callable[..., None], *args: Any) -> None:
+async def _lock_call(request: web.Request, method: Callable[..., None], *args: Any) -> None:
     """lock/unlock: on the event loop for a store whose locks are quick local I/O (a
-    thread hop costs two scheduler waits, which dominate on a busy machine), unless
-    they would wait for another holder of the store's mutex; else in a thread."""
-    if store.quick_locks:
+    thread hop costs two scheduler waits, which dominate on a busy machine), or local
+    I/O with fsyncs while this is the only request in flight (the fsyncs then hold up
+    no other request; under contention they go to a thread, as an fsync on the loop
+    would stall every other request), unless they would wait for another holder of the
+    store's mutex; else in a thread."""
+    store = request.app[CONFIG].store
+    drain = request.app[DRAIN]
+    if store.quick_locks or (store.local_locks and drain is not None and drain.active <= 1):
         try:
             return method(*args, wait=False)
         except WouldBlock:
@@ -262,7 +268,7 @@ async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamR
                 metrics.lock_conflicts.inc()
             return _locked(holder)
     try:
-        await _lock_call(store, store.lock, key, info)
+        await _lock_call(request, store.lock, key, info)
     except LockHeld as exc:
         if metrics is not None:
             if waited:
@@ -313,7 +319,7 @@ async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.Strea
                 return web.Response(status=200)
             return _locked(holder)
     try:
-        await _lock_call(config.store, config.store.unlock, key, lock_id)
+        await _lock_call(request, config.store.unlock, key, lock_id)
     except LockHeld as exc:
         return _locked(exc.holder)
     except StateConflict as exc:
@@ -452,5 +458,6 @@ def make_app(
     app[CONFIG] = config
     app[METRICS] = metrics
     app[WAITERS] = LockWaiters()
+    app[DRAIN] = drain
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

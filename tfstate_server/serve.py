@@ -20,6 +20,7 @@ from tfstate_server.connections import (
     raise_open_file_limit,
 )
 from tfstate_server.drain import Drain
+from tfstate_server.heap import keep_freed_memory
 from tfstate_server.metrics import Metrics
 from tfstate_server.tls import ServerTLS
 from tfstate_server.tlslisten import TLSListener
@@ -84,6 +85,7 @@ async def serve(
     # the collector would run dozens of times per parse.
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
+    keep_freed_memory()
     drain = Drain()
     cap = connection_cap(limits.max_connections, raise_open_file_limit())
     guard = ConnectionGuard(cap)

@@ -125,6 +125,9 @@ class Store(abc.ABC):
     # True if lock() and unlock() are quick local I/O that may run on the event loop
     # when called with wait=False (they raise WouldBlock rather than wait).
     quick_locks: bool = False
+    # True if lock() and unlock() are local I/O (an fsync at worst, no network): they
+    # may run on the event loop, with wait=False, while no other request is in flight.
+    local_locks: bool = False
     versions_pruned: int = 0  # kept versions deleted so far (a metric)
 
     def count_pruned(self, count: int) -> None:

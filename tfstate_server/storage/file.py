@@ -154,6 +154,7 @@ class FileStore(Store):
         # fsync is not: under I/O contention it stalls every other request (measured:
         # grants/s under 50 contenders fell from ~230 to ~120).
         self.quick_locks = not sync_locks
+        self.local_locks = True
         self._cache: dict[StateKey, tuple[str, bytes]] = {}
         self._lock_cache: dict[StateKey, tuple[bytes, LockInfo]] = {}
 
