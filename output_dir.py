@@ -21,9 +21,11 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 STAGING_PREFIX = ".cdktf-new-"
@@ -62,9 +64,40 @@ def staged_output(outdir: Path) -> Iterator[Path]:
             except OSError as exc:
                 raise output_error(outdir, exc) from exc
             yield staging
-            _swap_in(staging, target, outdir)
+            # A Ctrl-C while the new output goes in comes too late to undo it: the work is done.
+            with _sigint_deferred():
+                _swap_in(staging, target, outdir)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            # Interrupted half way, the clean-up would leave part of the directory behind.
+            with _sigint_deferred() as pending:
+                _remove(staging)
+            if pending():
+                raise KeyboardInterrupt
+
+
+def _remove(staging: Path, tries: int = 100) -> None:
+    """Remove the staging directory. On Ctrl-C, node (jsii) gets the signal too and may
+    still be writing into it for a moment, so a file can appear behind rmtree: try again."""
+    for _ in range(tries):
+        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.lexists(staging):
+            return
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[Callable[[], bool]]:
+    """SIGINT is noted instead of raised inside the block; the block gets a function that
+    says whether one came. Only the main thread can set handlers: elsewhere, no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield lambda: bool(caught)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # The locks this process holds: directory -> (its descriptor, how many nested holders).
