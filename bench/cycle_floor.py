@@ -3,20 +3,28 @@
     .venv/bin/python bench/cycle_floor.py [--rounds 7] [--cycles 30] [--nimbolus PATH]
 
 Interleaved rounds, same Go client (bench/loadclient), LOCK + POST 1 MB + UNLOCK p50 of:
-  null      a server that reads the body and answers 200 (loadclient null): the client,
-            HTTP and loopback alone
-  nimbolus  if its binary is found (as bench/peers_bench.py finds it)
-  ours      --fsync all
+  null         a server that reads the body and answers 200 (loadclient null): the
+               client, HTTP and loopback alone
+  aiohttp-null the same in Python: aiohttp on uvloop reading the body, answering 200 (this
+               server's HTTP stack, with nothing of its own)
+  nimbolus     if its binary is found (as bench/peers_bench.py finds it)
+  ours-all     --fsync all
+  ours-none    --fsync none
 and, in this process, medians of what a cycle of ours cannot skip without giving up a
-promise: the file store's fsync sequence (LOCK: temp file + fsync + rename + directory
-fsync; POST: 1 MB temp file + fsync + rename + directory fsync; UNLOCK: unlink +
-directory fsync) on the file system of the temporary directory, the MD5 of the body
-(clients send Content-MD5) and its JSON check. Prints /proc/loadavg before and after.
+promise: the file store's sequence (LOCK: temp file + fsync + rename + directory fsync;
+POST: 1 MB temp file + fsync + rename + directory fsync; UNLOCK: unlink + directory
+fsync; with --fsync none the same without the fsyncs) on the file system of the
+temporary directory, the MD5 of the body (clients send Content-MD5) and its JSON check.
+The floors: aiohttp-null + JSON check + MD5 + the store's sequence; with fsync, less the
+MD5's overlap with the 1 MB file's write-out (the server hashes while the disk writes).
+Prints /proc/loadavg before and after, and each floor over nimbolus's cycle.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
 import os
 import statistics
@@ -70,22 +78,25 @@ def median_ms(fn: Callable[[], object], n: int = 40) -> float:
     return statistics.median(times)
 
 
-def fsync_floors(directory: Path, body: bytes) -> dict[str, float]:
+def store_floors(directory: Path, body: bytes, sync: bool) -> dict[str, float]:
     lock = b'{"ID":"6a1f3c2e-0000-4000-8000-00000000beef","Operation":"OperationTypeApply"}'
 
     def lock_step() -> None:
-        write_file(directory / ".tmp-lock", [lock], True)
+        write_file(directory / ".tmp-lock", [lock], sync)
         os.replace(directory / ".tmp-lock", directory / "lock.json")
-        fsync_dir(directory)
+        if sync:
+            fsync_dir(directory)
 
     def post_step() -> None:
-        write_file(directory / ".tmp-state", [body], True)
+        write_file(directory / ".tmp-state", [body], sync)
         os.replace(directory / ".tmp-state", directory / "v")
-        fsync_dir(directory)
+        if sync:
+            fsync_dir(directory)
 
     def unlock_step() -> None:
         (directory / "lock.json").unlink()
-        fsync_dir(directory)
+        if sync:
+            fsync_dir(directory)
 
     def cycle() -> None:
         lock_step()
@@ -93,13 +104,33 @@ def fsync_floors(directory: Path, body: bytes) -> dict[str, float]:
         unlock_step()
 
     def state_file_only() -> None:
-        write_file(directory / ".tmp-state", [body], True)
+        write_file(directory / ".tmp-state", [body], sync)
         os.unlink(directory / ".tmp-state")
 
-    return {
-        "fsync sequence of a cycle (5 fsyncs)": median_ms(cycle),
-        "  of which: 1 MB temp file written + fsynced": median_ms(state_file_only),
-    }
+    return {"sequence": median_ms(cycle), "state file": median_ms(state_file_only)}
+
+
+async def _null_app(port: int) -> None:
+    """aiohttp on uvloop, as the server runs: read every body, answer 200."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200)
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+def serve_null(port: int) -> None:
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_null_app(port))
 
 
 def main() -> None:
@@ -109,7 +140,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--cycles", type=int, default=30)
     parser.add_argument("--nimbolus", type=Path, default=None)
+    parser.add_argument("--serve-null", type=int, default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.serve_null is not None:
+        serve_null(options.serve_null)
+        return
     nimbolus = options.nimbolus or Path(
         os.environ.get("TFSTATE_BENCH_NIMBOLUS") or pb.PEER_BIN / "terraform-backend"
     )
@@ -119,39 +154,70 @@ def main() -> None:
     p50: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="tfstate-floor-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
-        port = pb.free_port()
-        log = tmp / "null.log"
-        null = stack.enter_context(pb.process([str(client), "null", f"127.0.0.1:{port}"], {}, log, tmp))
-        pb.wait_port(port, null, log)
-        url = f"http://127.0.0.1:{port}/{{name}}"
-        servers = [pb.Server("null", url, url, "x", "x", null.pid)]
+        servers = []
+        for name, argv in (
+            ("null", [str(client), "null"]),
+            ("aiohttp-null", [sys.executable, __file__, "--serve-null"]),
+        ):
+            port = pb.free_port()
+            log = tmp / f"{name}.log"
+            address = f"127.0.0.1:{port}" if name == "null" else str(port)
+            proc = stack.enter_context(pb.process([*argv, address], dict(os.environ), log, tmp))
+            pb.wait_port(port, proc, log)
+            url = f"http://127.0.0.1:{port}/{{name}}"
+            servers.append(pb.Server(name, url, url, "x", "x", proc.pid))
         if nimbolus.is_file():
             servers.append(pb.start_nimbolus(stack, tmp, nimbolus))
         else:
             print(f"skipping nimbolus: no executable at {nimbolus}")
-        servers.append(pb.start_ours(stack, tmp, "all"))
+        for fsync in ("all", "none"):
+            servers.append(pb.start_ours(stack, tmp, fsync, name=f"ours-{fsync}", replicas=1))
         for round_number in range(options.rounds):
-            for server in servers:
+            turn = round_number % len(servers)  # each round starts with the next server
+            for server in servers[turn:] + servers[:turn]:
                 argv = ("-size", "1000000", "-n", str(options.cycles))
                 result = pb.run_client(client, server, "cycle", f"floor-r{round_number}", *argv)
                 if "error" in result:
                     raise SystemExit(f"{server.name}: {result['error']}")
                 p50.setdefault(server.name, []).append(result["p50_ms"])
-        floors = fsync_floors(tmp, body)
-    floors["MD5 of the 1 MB body"] = median_ms(lambda: hashlib.md5(body).digest())
-    floors["JSON check of the 1 MB body (simdjson)"] = median_ms(lambda: parse_state(body))
+        synced = store_floors(tmp, body, True)
+        unsynced = store_floors(tmp, body, False)
+    md5 = median_ms(lambda: hashlib.md5(body).digest())
+    json_check = median_ms(lambda: parse_state(body))
     print(f"loadavg before {load_before}, after {pb.loadavg()}; medians of {options.rounds} rounds")
+    cycle = {name: statistics.median(values) for name, values in p50.items()}
     for name, values in p50.items():
         shown = ", ".join(f"{v:.2f}" for v in values)
-        print(f"cycle p50, {name:9s} {statistics.median(values):6.2f} ms   (rounds: {shown})")
-    for name, value in floors.items():
-        print(f"{name:45s} {value:6.2f} ms")
-    client_floor = statistics.median(p50["null"])
-    sequence = floors["fsync sequence of a cycle (5 fsyncs)"]
-    print(f"{'floor of ours: null cycle + fsync sequence':45s} {client_floor + sequence:6.2f} ms")
-    if "nimbolus" in p50:
-        own = statistics.median(p50["nimbolus"]) - client_floor
-        print(f"{'nimbolus own share (its cycle - null cycle)':45s} {own:6.2f} ms")
+        print(f"cycle p50, {name:12s} {cycle[name]:6.2f} ms   (rounds: {shown})")
+    parts = {
+        "store sequence, --fsync all (5 fsyncs)": synced["sequence"],
+        "  of which: 1 MB temp file written + fsynced": synced["state file"],
+        "store sequence, --fsync none": unsynced["sequence"],
+        "  of which: 1 MB temp file written": unsynced["state file"],
+        "MD5 of the 1 MB body": md5,
+        "JSON check of the 1 MB body (simdjson)": json_check,
+    }
+    for name, value in parts.items():
+        print(f"{name:50s} {value:6.2f} ms")
+    # With fsync the MD5 runs while the disk writes the 1 MB file: at most that long.
+    overlap = min(md5, max(0.0, synced["state file"] - unsynced["state file"]))
+    floors = {
+        "all": cycle["aiohttp-null"] + json_check + md5 + synced["sequence"] - overlap,
+        "none": cycle["aiohttp-null"] + json_check + md5 + unsynced["sequence"],
+    }
+    for fsync, goal in (("all", 1.5), ("none", 1.3)):
+        line = f"floor of ours, --fsync {fsync}: aiohttp-null + JSON + MD5 + store"
+        line = f"{line:50s} {floors[fsync]:6.2f} ms"
+        if "nimbolus" in cycle:
+            floor_ratio = floors[fsync] / cycle["nimbolus"]
+            measured = cycle[f"ours-{fsync}"] / cycle["nimbolus"]
+            line += f"  = {floor_ratio:.2f}x nimbolus (goal {goal}x; measured {measured:.2f}x)"
+        print(line)
+    if "nimbolus" in cycle:
+        own = cycle["nimbolus"] - cycle["null"]
+        print(f"{'nimbolus own share (its cycle - null cycle)':50s} {own:6.2f} ms")
+        own = cycle["aiohttp-null"] - cycle["null"]
+        print(f"{'aiohttp-null own share (its cycle - null cycle)':50s} {own:6.2f} ms")
 
 
 if __name__ == "__main__":
