@@ -1,7 +1,7 @@
 """Which Proxmox host runs each VM, the checks of the placement keys, and the warnings
 about a control plane that one host failure could take down.
 
-The rule (README, "Proxmox clusters with several hosts"): a node with its own
+The rule (docs/multi-host.md): a node with its own
 `proxmox_node` runs there. Otherwise, with `proxmox_nodes` set, the k-th node of its
 role in nodes.yaml (k counted from 0 over all nodes of that role, pinned ones included)
 runs on `proxmox_nodes[k mod len(proxmox_nodes)]`; without the list, on `proxmox_node`.

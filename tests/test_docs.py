@@ -36,8 +36,8 @@ from tests.support import EXAMPLES, ROOT
 
 DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.glob("*.md") if not p.name.startswith("_"))  # the site's pages
-# Pages outside the site (`_name.md`, e.g. a draft of the README) have their examples checked too.
-ALL_PAGES = sorted(DOCS.glob("*.md"))
+# Pages outside the site (the README, `_name.md` drafts) have their examples checked too.
+ALL_PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 MARKER = re.compile(r"^\s*<!-- (example|message)(?::\s*(.*?))? -->\s*$")
 FENCE = re.compile(r"^(\s*)```")
 # pymdownx.snippets: a line `--8<-- "path"` in a fence is that file of the repository.
@@ -320,3 +320,30 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
             if anchor not in ids:
                 broken.append(f"docs/{page.name}: #{anchor}")
     assert not broken, f"links to anchors the page does not have: {broken}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """The ids MkDocs gives a page's headings (toc's default slugify)."""
+    out = set()
+    in_fence = False
+    for line in page.read_text().splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and line.startswith("#"):
+            text = line.lstrip("#").strip().lower()
+            text = re.sub(r"[^\w\s-]", "", text)
+            out.add(re.sub(r"[\s]+", "-", text).strip("-"))
+    return out
+
+
+def test_the_readmes_links_reach_pages_and_headings() -> None:
+    readme = ROOT / "README.md"
+    links = re.findall(r"\]\(([^)\s]+)\)", readme.read_text())
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links to no page"
+    for link in local:
+        path, _, anchor = link.partition("#")
+        page = (ROOT / path) if path else readme
+        assert page.is_file(), f"README links to {link}: no such file"
+        if anchor:
+            assert anchor in _anchors(page), f"README links to {link}: no such heading"

@@ -1,4 +1,4 @@
-"""tofu, sops and age on PATH, via scripts/setup-tools (cached builds; see the README)."""
+"""tofu, sops and age on PATH, via scripts/setup-tools (cached builds; see docs/getting-started.md)."""
 
 from __future__ import annotations
 
