@@ -4,6 +4,7 @@ the client key and TF_ENCRYPTION as SOPS secrets."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,13 @@ def test_state_encryption_config_is_a_secret_for_tofu() -> None:
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [(None, "cannot read"), ("not a certificate\n", "holds no PEM certificate"), (b"\xff\xfe", "not ASCII")],
+    [
+        (None, "is not a regular file"),
+        ("fifo", "is not a regular file"),
+        ("huge", "is larger than 1 MiB"),
+        ("not a certificate\n", "holds no PEM certificate"),
+        (b"\xff\xfe", "not ASCII"),
+    ],
 )
 def test_unusable_ca_file_is_one_line(
     config_dir: ConfigDir, tmp_path: Path, content: str | bytes | None, needle: str
@@ -81,6 +88,12 @@ def test_unusable_ca_file_is_one_line(
     ca = config_dir.root / "pki" / "state-ca.pem"
     if content is None:
         ca.unlink()
+    elif content == "fifo":
+        ca.unlink()
+        os.mkfifo(ca)
+    elif content == "huge":
+        with ca.open("ab") as f:
+            f.truncate(2 * 1024 * 1024)
     elif isinstance(content, bytes):
         ca.write_bytes(content)
     else:

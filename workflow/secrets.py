@@ -81,6 +81,9 @@ class Secrets:
         return env
 
 
+MAX_PEM_BYTES = 1024 * 1024  # a CA bundle is kilobytes
+
+
 def state_tls_env(cluster: ClusterFile, root: Path) -> dict[str, str]:
     """TF_HTTP_CLIENT_CA_CERTIFICATE_PEM / TF_HTTP_CLIENT_CERTIFICATE_PEM from the files
     cluster.yaml names (relative to `root`, its directory): PEM text in tofu's
@@ -95,6 +98,10 @@ def state_tls_env(cluster: ClusterFile, root: Path) -> dict[str, str]:
             continue
         path = root / name
         try:
+            if not path.is_file():  # a FIFO or a device would block or never end
+                raise WorkflowError(f"{key}: {path} is not a regular file (expected a PEM certificate file)")
+            if path.stat().st_size > MAX_PEM_BYTES:
+                raise WorkflowError(f"{key}: {path} is larger than 1 MiB (expected a PEM certificate file)")
             text = path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not ASCII PEM text"
