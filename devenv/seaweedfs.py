@@ -61,16 +61,11 @@ def _keys(name: str) -> Keys:
     return Keys(f"{name.upper()}{secrets.token_hex(6).upper()}", secrets.token_hex(20))
 
 
-@dataclass
-class SeaweedFS:
+class KeyedEndpoint:
+    """An S3 API endpoint with several identities (this server, or a test's keyed moto)."""
+
     endpoint: str
     admin: Keys
-    reader: Keys
-    limited: Keys
-    unversioned: Keys
-    outsider: Keys
-    proc: subprocess.Popen[bytes]
-    log_path: Path
 
     @property
     def env(self) -> dict[str, str]:
@@ -85,6 +80,18 @@ class SeaweedFS:
             "AWS_SECRET_ACCESS_KEY": keys.secret_key,
             "AWS_DEFAULT_REGION": REGION,
         }
+
+
+@dataclass
+class SeaweedFS(KeyedEndpoint):
+    endpoint: str
+    admin: Keys
+    reader: Keys
+    limited: Keys
+    unversioned: Keys
+    outsider: Keys
+    proc: subprocess.Popen[bytes]
+    log_path: Path
 
     def client(self, keys: Keys | None = None) -> Any:
         import boto3

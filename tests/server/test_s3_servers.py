@@ -47,7 +47,7 @@ from tfstate_harness import (
     wait_until,
 )
 
-from devenv.seaweedfs import Keys, SeaweedFS
+from devenv.seaweedfs import KeyedEndpoint, Keys, SeaweedFS
 from tfstate_server.storage.base import StateKey
 from tfstate_server.storage.s3 import PROBE_NAME, S3Store
 
@@ -341,7 +341,7 @@ def test_bucket_deleted_while_running_is_503(s3: Moto | SeaweedFS, bucket: str, 
 
 
 @dataclass
-class KeyedMoto:
+class KeyedMoto(KeyedEndpoint):
     """moto that checks keys against its own IAM (INITIAL_NO_AUTH_ACTION_COUNT): users
     like the identities devenv/seaweedfs.py makes, with IAM policies to match."""
 
@@ -350,18 +350,6 @@ class KeyedMoto:
     reader: Keys
     limited: Keys
     outsider: Keys
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.env_as(self.admin)
-
-    def env_as(self, keys: Keys) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL_S3": self.endpoint,
-            "AWS_ACCESS_KEY_ID": keys.access_key,
-            "AWS_SECRET_ACCESS_KEY": keys.secret_key,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
 
     def client(self, keys: Keys | None = None, service: str = "s3") -> Any:
         import boto3
