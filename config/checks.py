@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from config.errors import Problem, show_key
+from config.model import OWNER_TAG
 from config.schema import OWN_PREFIXES, SECRET_KEYS, ClusterFile
 from config.yaml_source import Ambiguous, YamlSource
 
@@ -89,7 +90,28 @@ def cross_checks(
             )
     problems += _network_problems(cluster, csrc, cdisplay)
     problems += _role_problems(nodes, nsrc, ndisplay)
+    problems += _tag_problems(raw, csrc, cdisplay)
     return problems
+
+
+def _tag_problems(raw: Mapping[str, Any], csrc: YamlSource, cdisplay: str) -> list[Problem]:
+    """Tags the stack adds itself: the role, and the ownership mark, which must mean "made
+    by this stack" and nothing else."""
+    advanced = raw.get("proxmox_vm_advanced")
+    tags = advanced.get("tags") if isinstance(advanced, dict) else None
+    out = []
+    for i, tag in enumerate(tags if isinstance(tags, list) else []):
+        if isinstance(tag, str) and tag.lower() == OWNER_TAG:
+            out.append(
+                Problem(
+                    cdisplay,
+                    csrc.line_of(("proxmox_vm_advanced", "tags", i)),
+                    f"proxmox_vm_advanced.tags[{i}]",
+                    f"'{tag}' is the tag the stack adds to every VM it makes, to tell them from the "
+                    "other VMs on the Proxmox (expected your own tags only: remove it)",
+                )
+            )
+    return out
 
 
 # Addresses no host on a LAN can use: (block, what an address in it is, what a network

@@ -8,6 +8,10 @@ from pathlib import Path
 from config.schema import ClusterFile, VmAdvanced
 
 TALOS_FACTORY = "https://factory.talos.dev/image"
+# The tag every VM of the stack carries: Proxmox keeps it and shows it, so anyone (and the
+# workflow's ownership guard, workflow/preflight/ownership.py) can tell the stack's VMs
+# from the others on a shared Proxmox.
+OWNER_TAG = "talos-cdktf"
 
 
 @dataclass(frozen=True)

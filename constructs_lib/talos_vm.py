@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import cdktf
 from constructs import Construct
 
-from config import ProxmoxSpec, VmSpec
+from config import OWNER_TAG, ProxmoxSpec, VmSpec
 from config.schema import VmAdvanced
 from constructs_lib.bindings.proxmox import (
     VirtualEnvironmentVm,
@@ -67,7 +67,8 @@ class TalosVm(VirtualEnvironmentVm):
             # several hosts are configured: single-host output stays as it always was.
             migrate=True if proxmox.multi_host else None,
             description=DESCRIPTIONS[vm.role],
-            tags=[*advanced.tags, vm.role],
+            # The role, then the stack's ownership mark (see config.model.OWNER_TAG).
+            tags=[*advanced.tags, vm.role, OWNER_TAG],
             started=True,
             on_boot=True,
             bios=advanced.bios,

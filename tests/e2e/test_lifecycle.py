@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from config import OWNER_TAG
 from devenv.fakepve import FakePveServer
 from devenv.state_server import StateServer
 from devenv.tools import Tools
@@ -87,7 +88,7 @@ def test_apply_creates_every_vm_as_configured(deployed: Workspace, pve: FakePveS
             "down": str(want.shutdown_delay),
         }, name
         # Proxmox keeps tags sorted; the set is what counts.
-        assert sorted(cfg["tags"].split(";")) == sorted([*TAGS, want.role]), name
+        assert sorted(cfg["tags"].split(";")) == sorted([*TAGS, want.role, OWNER_TAG]), name
         assert options(cfg["agent"])[1].get("enabled") == "1", name
         assert str(cfg["onboot"]) == "1", name
         assert cfg["description"] == f"Talos Linux {'control plane' if want.controller else 'worker'} node"

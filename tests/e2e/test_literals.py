@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from config import ConfigPaths, load_config
+from config import OWNER_TAG, ConfigPaths, load_config
 from constructs_lib.bindings.proxmox._base import to_terraform
 from devenv.fakepve import FakePveServer
 from e2e.conftest import WorkspaceFactory
@@ -46,7 +46,7 @@ def test_template_syntax_reaches_the_provider_literally(
     vm = next(c for c in plan.changes if c["type"] == "proxmox_virtual_environment_vm")
     after = vm["change"]["after"]
     assert after["node_name"] == NODE
-    assert sorted(after["tags"]) == sorted([*TAGS, "controller"])
+    assert sorted(after["tags"]) == sorted([*TAGS, "controller", OWNER_TAG])
     iso = next(c for c in plan.changes if c["type"] == "proxmox_download_file")
     assert iso["change"]["after"]["node_name"] == NODE
     assert json.dumps(after).count("${") >= 2  # the literal survived, not an evaluated value

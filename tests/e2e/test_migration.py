@@ -1,5 +1,6 @@
-"""State written by the template layout's addresses, planned with the cdktf stack: only
-moves (0 to add, 0 to change, 0 to destroy), then applied and planned clean."""
+"""State written by the template layout's addresses, planned with the cdktf stack: moves,
+and on each VM only the stack's ownership tag added (0 to add, 0 to destroy, nothing that
+restarts a VM), then applied and planned clean."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from config import OWNER_TAG
 from devenv.fakepve import FakePveServer
 from devenv.tools import ROOT
 from devenv.workspace import Workspace, example_nodes
@@ -60,7 +62,14 @@ def test_template_state_plans_only_moves(make_workspace: WorkspaceFactory, serve
     ws.synth()
     ws.init()
     plan = ws.plan()
-    assert plan.actions() == {"no-op": 8}, plan.actions()
+    assert plan.actions() == {"no-op": 2, "update": 6}, plan.actions()
+    for change in plan.changes:  # the VMs: recognised by name, they get the stack's tag
+        if change["type"] == "proxmox_virtual_environment_vm":
+            before, after = change["change"]["before"], change["change"]["after"]
+            assert sorted(after["tags"]) == sorted([*before["tags"], OWNER_TAG]), change["address"]
+            assert {k: v for k, v in after.items() if k != "tags"} == {
+                k: v for k, v in before.items() if k != "tags"
+            }, change["address"]
     moves = plan.moves()
     assert sorted(moves) == sorted(old_addresses)
     assert (
@@ -73,3 +82,5 @@ def test_template_state_plans_only_moves(make_workspace: WorkspaceFactory, serve
     ws.apply()
     assert ws.plan(name="after.bin").exitcode == 0
     assert server.call(lambda p: sorted(vm.vmid for vm in p.vms)) == created
+    tags = server.call(lambda p: {vm.name: str(vm.config.get("tags")).split(";") for vm in p.vms})
+    assert all(OWNER_TAG in t for t in tags.values()), tags
