@@ -13,8 +13,9 @@ import pytest
 from config import ConfigPaths, load_config
 from tests.support import BASE_CLUSTER, ConfigDir, node
 from workflow.errors import WorkflowError
+from workflow.proxmox.api import ProxmoxApi
 from workflow.rollout.classify import VmChange, classify, restart_reasons
-from workflow.rollout.health import Node, ProxmoxApi, check, talos_reachable
+from workflow.rollout.health import Node, check, talos_reachable
 from workflow.rollout.intent import changes, differences
 from workflow.rollout.options import DEFAULT_NODE_TIMEOUT, RolloutOptions, split_rollout_args
 from workflow.rollout.order import steps

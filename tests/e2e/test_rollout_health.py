@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from devenv.fakepve import FakePveServer
-from workflow.rollout.health import Node, ProxmoxApi, check
+from workflow.proxmox.api import ProxmoxApi
+from workflow.rollout.health import Node, check
 
 pytestmark = pytest.mark.e2e
 

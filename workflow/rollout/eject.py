@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from workflow.errors import WorkflowError
+from workflow.proxmox.api import ProxmoxApi
 from workflow.rollout.classify import VmChange
-from workflow.rollout.health import ProxmoxApi, _why
+from workflow.rollout.health import reason
 
 DRIVE_RE = re.compile(r"^(ide|sata|scsi)[0-9]+$")
 NO_MEDIA = ("none", "cdrom", "")
@@ -43,8 +44,8 @@ def eject_local_iso(api: ProxmoxApi, change: VmChange, say: Callable[[str], None
                 f"to {change.host} (the ISO datastore is each host's own; Talos boots from its disk)"
             )
             api.set_vm_config(change.from_host, change.vm_id, {drive: "none,media=cdrom"})
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise WorkflowError(
-            f"{change.name}: could not eject the ISO before moving it to {change.host} ({_why(exc)}); "
+            f"{change.name}: could not eject the ISO before moving it to {change.host} ({reason(exc)}); "
             "nothing more was applied"
         ) from exc

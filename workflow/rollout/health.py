@@ -12,18 +12,14 @@ gives tofu; it only travels in a request header.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+
+from workflow.proxmox.api import ProxmoxApi
 
 TALOS_PORT = 50000
-REQUEST_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 5.0  # the Talos port's TCP connect
 TALOS_CHECK_MODES = ("auto", "on", "off")
 
 
@@ -45,62 +41,17 @@ class Node:
     replaced: bool = False  # a new, empty VM: healthy once its Talos config made it a Node
 
 
-class ProxmoxApi:
-    def __init__(self, endpoint: str, token: str, *, insecure: bool) -> None:
-        self.base = endpoint.rstrip("/") + "/api2/json"
-        # As the provider (Go) sends it: UTF-8, control characters other than tab refused.
-        self._authorization = f"PVEAPIToken={token}".encode()
-        # Refused here: http.client's own error for such a value quotes it, the secret.
-        self._sendable = all(c == "\t" or " " <= c != "\x7f" for c in token)
-        self._ctx = ssl.create_default_context()
-        if insecure:  # as the provider's `insecure`: a self-signed certificate is accepted
-            self._ctx.check_hostname = False
-            self._ctx.verify_mode = ssl.CERT_NONE
-
-    def _request(self, method: str, path: str, form: dict[str, str] | None = None) -> Any:
-        if not self._sendable:
-            raise ValueError("the API token holds a control character (a line break?)")
-        data = urllib.parse.urlencode(form or {}).encode() if method in ("POST", "PUT") else None
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=data,
-            headers={"Authorization": self._authorization},  # type: ignore[dict-item]
-        )
-        with urllib.request.urlopen(request, context=self._ctx, timeout=REQUEST_TIMEOUT) as response:
-            return json.load(response).get("data")
-
-    def resolve(self, node: Node) -> Node:
-        """The node with its VM id (and host) from the cluster's VM list, by name."""
-        if node.vm_id is not None:
-            return node
-        for vm in self._request("GET", "/cluster/resources?type=vm") or []:
-            if vm.get("name") == node.name and vm.get("type", "qemu") == "qemu":
-                return replace(node, vm_id=int(vm["vmid"]), host=str(vm.get("node") or node.host))
-        raise LookupError(f"no VM named {node.name}")
-
-    def vm_path(self, node: Node) -> str:
-        return f"/nodes/{urllib.parse.quote(node.host)}/qemu/{node.vm_id}"
-
-    def status(self, node: Node) -> str:
-        data = self._request("GET", self.vm_path(node) + "/status/current") or {}
-        return str(data.get("qmpstatus") or data.get("status") or "unknown")
-
-    def agent_ping(self, node: Node) -> None:
-        self._request("POST", self.vm_path(node) + "/agent/ping")
-
-    def vm_config(self, host: str, vm_id: int) -> dict[str, Any]:
-        return self._request("GET", f"/nodes/{urllib.parse.quote(host)}/qemu/{vm_id}/config") or {}
-
-    def set_vm_config(self, host: str, vm_id: int, values: dict[str, str]) -> None:
-        self._request("PUT", f"/nodes/{urllib.parse.quote(host)}/qemu/{vm_id}/config", values)
+def locate(api: ProxmoxApi, node: Node) -> tuple[str, int]:
+    """(host, VM id) of the node's VM; a replaced VM's new id is found by name."""
+    if node.vm_id is not None:
+        return node.host, node.vm_id
+    for vm in api.guests():
+        if vm.get("name") == node.name and vm.get("type", "qemu") == "qemu":
+            return str(vm.get("node") or node.host), int(vm["vmid"])
+    raise LookupError(f"no VM named {node.name}")
 
 
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}".strip()
-    if isinstance(exc, urllib.error.URLError):
-        return str(getattr(exc.reason, "strerror", None) or exc.reason)
+def reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
@@ -112,23 +63,24 @@ def talos_port_answers(address: str, port: int = TALOS_PORT) -> str | None:
         with socket.create_connection((address, port), timeout=REQUEST_TIMEOUT):
             return None
     except OSError as exc:
-        return _why(exc)
+        return reason(exc)
 
 
 def check(api: ProxmoxApi, node: Node, probe: Callable[[str], str | None] = talos_port_answers) -> str | None:
     """None when the node is healthy, else what did not come back (one phrase)."""
     try:
-        node = api.resolve(node)
-        status = api.status(node)
-    except (OSError, ValueError, LookupError) as exc:
-        return f"the Proxmox API did not report the VM ({_why(exc)})"
+        host, vm_id = locate(api, node)
+        data = api.vm_status(host, vm_id)
+        status = str(data.get("qmpstatus") or data.get("status") or "unknown")
+    except (OSError, LookupError) as exc:
+        return f"the Proxmox API did not report the VM ({reason(exc)})"
     if status != "running":
         return f"the VM is {status} in Proxmox"
     if node.agent:
         try:
-            api.agent_ping(node)
-        except (OSError, ValueError) as exc:
-            return f"the QEMU guest agent did not answer ({_why(exc)})"
+            api.request("POST", api.vm_path(host, vm_id) + "/agent/ping")
+        except OSError as exc:
+            return f"the QEMU guest agent did not answer ({reason(exc)})"
     if node.talos and node.address:
         why = probe(node.address)
         if why is not None:
