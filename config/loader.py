@@ -45,10 +45,33 @@ class ConfigPaths:
         )
 
 
+@dataclass(frozen=True)
+class KeyLocator:
+    """Where a key was written, for messages about the config that come later (the
+    workflow's preflight): `nodes.yaml line 12 (nodes[0].vm_id)`."""
+
+    cluster: YamlSource
+    nodes: YamlSource
+    cluster_display: str
+    nodes_display: str
+
+    def cluster_key(self, key: str) -> str:
+        return f"{self.cluster_display} line {self.cluster.line_of((key,))} ({key})"
+
+    def node_key(self, name: str, key: str) -> str:
+        entries = self.nodes.data.get("nodes") if isinstance(self.nodes.data, dict) else None
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if isinstance(entry, dict) and entry.get("name") == name:
+                loc = ("nodes", i, key) if key in entry else ("nodes", i)
+                return f"{self.nodes_display} line {self.nodes.line_of(loc)} (nodes[{i}].{key})"
+        return f"{self.nodes_display} (node {name})"
+
+
 @dataclass
 class LoadResult:
     config: InfraConfig
     warnings: list[Problem] = field(default_factory=list)
+    where: KeyLocator | None = None
 
 
 def _display(path: Path) -> str:
@@ -166,7 +189,7 @@ def load_config(paths: ConfigPaths | None = None) -> LoadResult:
     warnings = prefix_warnings(csrc, cdisplay)
     warnings += placement_warnings(cluster, config.vms, csrc, nsrc, cdisplay, ndisplay)
     warnings += migration_warnings(cluster, nodes, csrc, cdisplay)
-    return LoadResult(config, warnings)
+    return LoadResult(config, warnings, KeyLocator(csrc, nsrc, cdisplay, ndisplay))
 
 
 def _same_file(paths: ConfigPaths) -> bool:

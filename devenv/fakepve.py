@@ -34,6 +34,15 @@ change of what is being tested):
   1 MiB size fakepve's downloads have, and an ISO MIME type.
 - Several hosts: storage content per host, the HA status and the migrate route the
   provider needs to move a VM (devenv/fakepve_hosts.py).
+- Hosts as users have them: fakepve reports 4 CPUs per host (`GET /nodes`), 100 GiB of
+  `local-lvm` and, from its schema, one bridge `vmbr0` on every host. Here each host has
+  `host_cpus` CPUs (default 32), `local-lvm` holds 4 TiB, and `host_bridges` lists each
+  host's bridges (default `vmbr0`), so the preflight's checks meet a plausible host and
+  a test can make one smaller.
+- The API token is not root's: `terraform@pve!e2e`, holding on `/` exactly the role the
+  getting-started guide tells users to create (workflow.proxmox.privileges.DOCUMENTED_ROLE),
+  so fakepve's permission checks (on as soon as an ACL exists) apply to every request the
+  provider and the workflow make. `FakePveServer(token_role=None)` gives a root token.
 
 For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
 
@@ -55,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import secrets
 import shutil
 import socket
@@ -67,20 +77,24 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiohttp import web
 from fakepve import FakePve
 from fakepve.certs import make_cert
 from fakepve.model import FakeVm
 from fakepve.server import GENERIC, USER, ok, params
 
 from devenv.fakepve_hosts import SeveralHosts
+from workflow.proxmox.privileges import DOCUMENTED_ROLE
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 60.0
 # fakepve's download-url stores a file of this size unless the request says otherwise.
 FAKE_DOWNLOAD_SIZE = 1024**2
-TOKEN_USER = "root@pam"
+TOKEN_USER = "terraform@pve"
 TOKEN_NAME = "e2e"
+HOST_CPUS = 32
+LOCAL_LVM_BYTES = 4 * 1024**4
 TALOS_PORT = 50000
 
 T = TypeVar("T")
@@ -156,6 +170,10 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
         # Fake Talos APIs that could not listen (the address in use): a reason for a test.
         self.talos_errors: list[str] = []
         self._talos_sockets: dict[int, socket.socket] = {}
+        # Per host (default HOST_CPUS, and vmbr0): what GET /nodes and /nodes/{node}/network say.
+        self.host_cpus: dict[str, int] = {}
+        self.host_bridges: dict[str, list[str]] = {}
+        self.storages["local-lvm"]["total"] = LOCAL_LVM_BYTES
         # Called with (VM name, status) after every power state change, on the fake's
         # loop: a listener must return at once (queue the event) and not raise.
         self.power_listeners: list[Callable[[str, str], None]] = []
@@ -246,7 +264,36 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
     def _routes_harness(self) -> list[tuple[str, str, Callable[..., Any]]]:
         # Registered by fakepve's StatefulRoutes (every `_routes_*` method), ahead of the
         # schema's catch-all handler.
-        return [("GET", "/nodes/{node}/query-url-metadata", self._url_metadata)]
+        return [
+            ("GET", "/nodes/{node}/query-url-metadata", self._url_metadata),
+            ("GET", "/nodes/{node}/network", self._network),
+        ]
+
+    async def _network(self, values: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for bridge in self.host_bridges.get(str(values["node"]), ["vmbr0"]):
+            out.append(
+                {
+                    "iface": bridge,
+                    "type": "bridge",
+                    "active": 1,
+                    "autostart": 1,
+                    "exists": 1,
+                    "method": "manual",
+                    "method6": "manual",
+                    "families": ["inet"],
+                    "priority": 3,
+                }
+            )
+        return out
+
+    async def _nodes(self, request: Any) -> Any:
+        response = await super()._nodes(request)
+        data = json.loads(response.text)
+        for item in data.get("data") or []:
+            if item.get("maxcpu"):
+                item["maxcpu"] = self.host_cpus.get(item["node"], HOST_CPUS)
+        return web.json_response(data)
 
     async def _url_metadata(self, values: dict[str, Any], user: str) -> dict[str, Any]:
         name = Path(urllib.parse.urlsplit(str(values.get("url", ""))).path).name or "download"
@@ -297,14 +344,25 @@ class FakePveServer:
     seconds times the scale.
     """
 
-    def __init__(self, *, time_scale: float = 0.0, host: str = HOST) -> None:
+    def __init__(
+        self,
+        *,
+        time_scale: float = 0.0,
+        host: str = HOST,
+        token_role: tuple[str, ...] | None = DOCUMENTED_ROLE,
+    ) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="devenv-fakepve-"))
         self.certfile, keyfile, _ = make_cert(str(self._tmp), hosts=(host,))
         self.pve = HarnessPve(user="root@pam", password=secrets.token_urlsafe(16), host=host, port=0)
         self.pve.time_scale = time_scale
-        self.token_id = f"{TOKEN_USER}!{TOKEN_NAME}"
+        user = TOKEN_USER if token_role is not None else "root@pam"
+        self.token_id = f"{user}!{TOKEN_NAME}"
         self._token_secret = secrets.token_hex(16)
         self.pve.apitokens[self.token_id] = self._token_secret
+        if token_role is not None:
+            # The token's user holds the role on / (propagated), as the guide's
+            # `pveum aclmod / -user terraform@pve -role TerraformProv` gives it.
+            self.pve.grant(user, "/", *token_role)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="devenv-fakepve", daemon=True)
         self._started = False

@@ -50,6 +50,8 @@ def _empty_copy(store: dict[str, Any]) -> dict[str, Any]:
     if "avail" in store:
         used = sum(int(vol.get("size") or 0) for vol in store.get("volumes", {}).values())
         copy["avail"] = store.get("total", store["avail"] + used)
+    if "total" in store:
+        copy["total"] = store["total"]  # each host's own disk of the same size
     return copy
 
 

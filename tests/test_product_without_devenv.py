@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from devenv.fakepve import FakePveServer
 from tests.support import ROOT
 from tests.tasks.taskrun import EXAMPLES, TaskWorkspace
 
@@ -92,12 +94,25 @@ def test_every_product_module_imports_without_devenv(blocker: Path) -> None:
 
 
 def test_non_demo_tasks_run_without_devenv(tmp_path: Path, blocker: Path) -> None:
-    """synth, configure (sops and age), validate, plan and output on a local state."""
+    """synth, configure (sops and age), validate, plan (its preflight against a fakepve
+    this test runs) and output on a local state."""
     ws = TaskWorkspace(tmp_path, extra_env={"PYTHONPATH": str(blocker)})
-    ws.cluster.write_text(
-        EXAMPLES.joinpath("cluster.yaml").read_text()
-        + '\ntfstate_password: "state-pw"\nproxmox_api_token_secret: "token-secret"\n'
-    )
+    with FakePveServer() as pve:
+        pve.wait_ready()
+        cluster = yaml.safe_load(EXAMPLES.joinpath("cluster.yaml").read_text())
+        cluster.update(
+            proxmox_api_url=f"{pve.url}/api2/json",
+            proxmox_insecure=True,
+            tfstate_password="state-pw",
+            proxmox_api_token_id=pve.token_id,
+            proxmox_api_token_secret=pve.token_secret,
+        )
+        ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
+        _run_tasks(ws)
+
+
+def _run_tasks(ws: TaskWorkspace) -> None:
+    tmp_path = ws.root
     ws.nodes.write_text(EXAMPLES.joinpath("nodes.yaml").read_text())
 
     for args in (("synth",), ("configure",), ("infra:validate",), ("infra:plan",), ("infra:output",)):

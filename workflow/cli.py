@@ -11,15 +11,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cdktf_runtime import RuntimeUnavailable
-from config import ConfigError, InfraConfig
+from config import ConfigError, LoadResult
 from main import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OutputDirError, report
 from workflow import secrets as sec
 from workflow.confirm import confirm, split_yes
 from workflow.demo import run_demo
 from workflow.errors import WorkflowError
-from workflow.invocation import raw_task_var
+from workflow.invocation import raw_task_var, task_line
+from workflow.preflight.gate import gate, split_skip
 from workflow.rollout import rolling_apply, split_rollout_args
-from workflow.synth import ensure_synth, load, synth
+from workflow.synth import ensure_synth, load, load_result, synth
 from workflow.tofu import Tofu
 from workflow.toolchain import tools_env
 from workflow.verify_nodes import verify
@@ -27,6 +28,7 @@ from workflow.workspace import Workspace
 
 TOFU_COMMANDS = (
     "init",
+    "preflight",
     "plan",
     "apply",
     "apply-auto",
@@ -35,15 +37,19 @@ TOFU_COMMANDS = (
     "state-list",
     "force-unlock",
     "validate",
+    "state-rm",
 )
+# Commands that change (or plan to change) the Proxmox: the preflight runs first.
+CHECKED = ("plan", "apply", "apply-auto", "destroy")
 
 
 def _tofu(ws: Workspace, *, need_init: bool = True) -> Tofu:
     return _tofu_and_config(ws, need_init=need_init)[0]
 
 
-def _tofu_and_config(ws: Workspace, *, need_init: bool = True) -> tuple[Tofu, InfraConfig]:
-    config = load(ws)
+def _tofu_and_config(ws: Workspace, *, need_init: bool = True) -> tuple[Tofu, LoadResult]:
+    loaded = load_result(ws)
+    config = loaded.config
     output = ensure_synth(ws, config)
     env = tools_env()
     secrets = sec.decrypt(ws, env)
@@ -57,13 +63,14 @@ def _tofu_and_config(ws: Workspace, *, need_init: bool = True) -> tuple[Tofu, In
     tofu = Tofu(output.parent, {**env, **tls, **secrets.tofu_env()})
     if need_init:
         tofu.ensure_init()
-    return tofu, config
+    return tofu, loaded
 
 
 # Destructive commands and what the confirmation says; asked before any other work.
 CONFIRM = {
     "apply-auto": "apply changes without a saved plan",
     "destroy": "DESTROY every VM and ISO in this stack",
+    "state-rm": "remove {what} from the state (Proxmox keeps what it describes)",
 }
 
 
@@ -79,10 +86,22 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
     yes, args = split_yes(args)
     if command == "init":
         return _tofu(ws, need_init=False).run("init", "-input=false", *args)
+    if command == "preflight":
+        return preflight(ws, args)
+    skip, args = split_skip(args) if command in CHECKED else (False, args)
     rollout_options, args = split_rollout_args(args) if command in ("apply", "apply-auto") else (None, args)
+    if command == "state-rm" and not args:
+        raise WorkflowError(
+            f"state-rm needs the address of a resource: `{task_line('state-rm', '<address>')}`"
+        )
     if command in CONFIRM:
-        confirm(CONFIRM[command], yes, command)
-    tofu, config = _tofu_and_config(ws)
+        confirm(CONFIRM[command].format(what=", ".join(args)), yes, command)
+    tofu, loaded = _tofu_and_config(ws)
+    config = loaded.config
+    if command in CHECKED and config.proxmox is not None:
+        gate(tofu, loaded, skip=skip)
+    if command == "state-rm":
+        return tofu.run("state", "rm", *args)
     if command == "plan":
         return tofu.plan(args)
     if rollout_options is not None:  # apply, apply-auto
@@ -95,6 +114,16 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
     if command == "state-list":
         return tofu.run("state", "list", *args)
     return tofu.run(command, *args)  # output, validate
+
+
+def preflight(ws: Workspace, args: list[str]) -> int:
+    """`task infra:preflight [-- --json]`: every check's line; exit 2 when one blocks."""
+    unknown = [a for a in args if a != "--json"]
+    if unknown:
+        raise WorkflowError(f"preflight: unknown argument {unknown[0]!r} (expected --json)")
+    tofu, loaded = _tofu_and_config(ws)
+    gate(tofu, loaded, verbose=True, as_json="--json" in args)
+    return 0
 
 
 def configure(ws: Workspace) -> int:
@@ -150,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
     except WorkflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if str(exc):  # an empty message: the problem was reported already
+            print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ that messages name the command to type again, and the raw `NAME=value` task vari
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 TASK_ENV = "WORKFLOW_TASK"
@@ -43,3 +44,15 @@ def raw_task_var(name: str) -> str | None:
     prefix = os.fsencode(f"{name}=")
     values = [arg[len(prefix) :] for arg in args if arg.startswith(prefix)]
     return os.fsdecode(values[-1]) if values else None
+
+
+TASKS = {"configure": "configure", "synth": "synth", "demo": "demo"}  # the rest are infra:<command>
+
+
+def task_line(command: str, *args: str) -> str:
+    """How the operator runs `command` with `args`: through task when they use task."""
+    quoted = " ".join(shlex.quote(a) for a in args)
+    if task_name():
+        task = TASKS.get(command, f"infra:{command}")
+        return f"task {task}" + (f" -- {quoted}" if args else "")
+    return f"python -m workflow {command}" + (f" {quoted}" if args else "")

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from config import InfraConfig, load_config
+from config import InfraConfig, LoadResult, load_config
 from output_dir import output_lock
 from workflow.workspace import Workspace
 
@@ -21,10 +21,15 @@ STAMP = ".inputs-sha256"
 
 
 def load(ws: Workspace) -> InfraConfig:
+    return load_result(ws).config
+
+
+def load_result(ws: Workspace) -> LoadResult:
+    """The config and where each key was written; its warnings printed."""
     result = load_config(ws.config_paths)  # ConfigError: reported by the CLI like main.py
     for warning in result.warnings:
         print(warning, file=sys.stderr)
-    return result.config
+    return result
 
 
 def inputs_digest(ws: Workspace) -> str:
