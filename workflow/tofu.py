@@ -37,6 +37,17 @@ class Tofu:
         out, err = wait_for_tofu(proc)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out or "", err or "")
 
+    def run_keeping_errors(self, *args: str) -> tuple[int, str]:
+        """Like run(), its output shown as it comes, but tofu's stderr (its errors) kept
+        for the caller to read and show: (exit code, stderr)."""
+        argv = ["tofu", f"-chdir={self.stack_dir}", *args]
+        try:
+            proc = subprocess.Popen(argv, env=self.env, stderr=subprocess.PIPE, text=True)
+        except FileNotFoundError as exc:
+            raise WorkflowError("tofu not found on PATH (scripts/setup-tools provides it)") from exc
+        _, err = wait_for_tofu(proc)
+        return proc.returncode, err or ""
+
     def output_json(self) -> dict[str, Any]:
         """`tofu output -json`, parsed."""
         proc = self.capture("output", "-json")

@@ -9,6 +9,8 @@ from workflow.rollout.health import TALOS_CHECK_MODES
 
 DEFAULT_NODE_TIMEOUT = 600.0  # a Talos node boots in a minute or two; a slow host gets room
 DEFAULT_DRAIN_TIMEOUT = 300.0  # kubectl drain has none; a PDB that never allows one must end
+# A nightly backup (vzdump) of a VM's disk holds its lock for minutes, a big one for longer.
+DEFAULT_LOCK_TIMEOUT = 1800.0
 CLUSTER_CHECK_MODES = ("auto", "on", "off")
 
 
@@ -22,6 +24,7 @@ class RolloutOptions:
     kubeconfig: str | None = None  # --kubeconfig: overrides KUBECONFIG and ./kubeconfig
     cluster_check: str = "auto"  # see the cluster through a kubeconfig: auto, on, off
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT  # seconds to evict a worker's pods
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds to wait for a backup's lock on a VM
 
 
 FLAGS = {
@@ -31,6 +34,7 @@ FLAGS = {
     "--kubeconfig": "kubeconfig",
     "--cluster-check": "cluster_check",
     "--drain-timeout": "drain_timeout",
+    "--lock-timeout": "lock_timeout",
 }
 SWITCHES = {"--allow-replace": "allow_replace"}
 
@@ -91,4 +95,5 @@ def _parse(values: dict[str, str], switches: set[str]) -> RolloutOptions:
         kubeconfig=kubeconfig,
         cluster_check=_choice("--cluster-check", values.get("cluster_check", "auto"), CLUSTER_CHECK_MODES),
         drain_timeout=_seconds("--drain-timeout", values.get("drain_timeout", str(DEFAULT_DRAIN_TIMEOUT))),
+        lock_timeout=_seconds("--lock-timeout", values.get("lock_timeout", str(DEFAULT_LOCK_TIMEOUT))),
     )
