@@ -58,6 +58,13 @@ class KeyLocator:
     def cluster_key(self, key: str) -> str:
         return f"{self.cluster_display} line {self.cluster.line_of((key,))} ({key})"
 
+    def node_has(self, name: str, key: str) -> bool:
+        entries = self.nodes.data.get("nodes") if isinstance(self.nodes.data, dict) else None
+        return any(
+            isinstance(e, dict) and e.get("name") == name and key in e
+            for e in (entries if isinstance(entries, list) else [])
+        )
+
     def node_key(self, name: str, key: str) -> str:
         entries = self.nodes.data.get("nodes") if isinstance(self.nodes.data, dict) else None
         for i, entry in enumerate(entries if isinstance(entries, list) else []):

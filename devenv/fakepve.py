@@ -357,7 +357,8 @@ class FakePveServer:
         self.pve.time_scale = time_scale
         user = TOKEN_USER if token_role is not None else "root@pam"
         self.token_id = f"{user}!{TOKEN_NAME}"
-        self._token_secret = secrets.token_hex(16)
+        # A prefix: a secret starting `0b` or all digits would need quoting in cluster.yaml.
+        self._token_secret = "pve-" + secrets.token_hex(16)
         self.pve.apitokens[self.token_id] = self._token_secret
         if token_role is not None:
             # The token's user holds the role on / (propagated), as the guide's

@@ -98,8 +98,10 @@ def run_tofu(command: str, args: list[str], ws: Workspace) -> int:
         confirm(CONFIRM[command].format(what=", ".join(args)), yes, command)
     tofu, loaded = _tofu_and_config(ws)
     config = loaded.config
+    if command == "apply":
+        tofu.check_saved_plan()  # a stale plan is refused before anything is asked of Proxmox
     if command in CHECKED and config.proxmox is not None:
-        gate(tofu, loaded, skip=skip)
+        gate(tofu, loaded, skip=skip, read_only=command == "plan")
     if command == "state-rm":
         return tofu.run("state", "rm", *args)
     if command == "plan":

@@ -1,8 +1,9 @@
 """Tasks that need no Proxmox: secrets round trip, confirmations, stale plans, errors.
 
 tofu plans new resources without calling the Proxmox API, so a local-state workspace
-with an unreachable endpoint is enough here; the full lifecycle against fakepve and the
-state server is in test_tasks_lifecycle.py.
+with an unreachable endpoint is enough here: its plans pass `--skip-preflight`, which lets
+a plan (never an apply) go on when the Proxmox API does not answer at all. The full
+lifecycle against fakepve and the state server is in test_tasks_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def test_force_unlock_requires_lock_id(workspace: TaskWorkspace) -> None:
 def test_stale_plan_is_refused(workspace: TaskWorkspace) -> None:
     add_secrets(workspace)  # the provider wants a token even to plan
     assert workspace.task("configure").returncode == 0
-    assert workspace.task("infra:plan").returncode == 0
+    assert workspace.task("infra:plan", "--", "--skip-preflight").returncode == 0
     assert (workspace.stack_dir / "tfplan").exists()
     # change the config after planning: apply re-synthesizes and refuses the old plan
     workspace.nodes.write_text(workspace.nodes.read_text().replace("vm_memory: 12288", "vm_memory: 16384"))
@@ -102,8 +103,23 @@ def test_plan_passes_extra_arguments_and_resynthesizes(workspace: TaskWorkspace)
     add_secrets(workspace)
     assert workspace.task("configure").returncode == 0
     workspace.nodes.write_text(workspace.nodes.read_text() + "\n# edited\n")
-    proc = workspace.task("infra:plan", "--", "-target=proxmox_download_file.talos_iso_ce4c980550dd")
+    proc = workspace.task(
+        "infra:plan", "--", "--skip-preflight", "-target=proxmox_download_file.talos_iso_ce4c980550dd"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (
+        "preflight: warning: cannot reach the Proxmox API at https://pve.example.com:8006 (Failed to "
+        "resolve 'pve.example.com'"
+    ) in proc.stderr
+    assert (
+        "nothing was checked, not even which VMs are the stack's (--skip-preflight, a plan only: an apply "
+        "refuses)"
+    ) in proc.stderr
+    refused = workspace.task("infra:apply-auto", "--", "--yes", "--skip-preflight")
+    assert refused.returncode != 0
+    assert (
+        "preflight: PROBLEM: cannot reach the Proxmox API at https://pve.example.com:8006" in refused.stderr
+    )
     assert "config changed since the last synth: synthesizing again" in proc.stderr
     assert "1 to add, 0 to change, 0 to destroy" in proc.stdout
     again = workspace.task("infra:validate")

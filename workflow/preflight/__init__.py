@@ -16,13 +16,18 @@ from collections.abc import Callable
 
 from config import InfraConfig, KeyLocator
 from workflow.preflight import checks, ownership
-from workflow.preflight.report import BLOCK, OK, SKIPPED, Finding, Report
+from workflow.preflight.report import BLOCK, OK, SKIPPED, WARN, Finding, Report
 from workflow.preflight.state import StackState
 from workflow.proxmox.api import ProxmoxApi, ProxmoxError
 from workflow.proxmox.inventory import Inventory, read_cluster, read_details
 
 # Checks --skip-preflight leaves out. The ownership checks always run: they are what keeps
 # the stack off VMs it does not own, and need nothing but the guest list.
+# A node key and the cluster.yaml key its value defaults to.
+CLUSTER_DEFAULTS = {
+    "proxmox_disk_storage": "proxmox_disk_storage",
+    "vm_cores": "proxmox_vm_{role}_defaults",
+}
 SKIPPABLE = ("version", "hosts", "quorum", "privileges", "storages", "bridges", "cpus", "images")
 
 
@@ -34,21 +39,45 @@ def run_preflight(
     let_go: Callable[[str], str],
     *,
     skip: bool = False,
+    read_only: bool = False,
 ) -> Report:
+    """The checks (report.CHECKS) for `config` against the cluster `api` reaches and the
+    `state`. `skip`: only the ownership checks; and for a `read_only` command (a plan),
+    not even those when the API cannot be reached at all (an emergency, said as a warning)."""
     started = time.monotonic()
     report = Report(skipped=SKIPPABLE if skip else ())
     proxmox = config.proxmox
     if proxmox is None:
         return report
     inv = read_cluster(api)
-    token = _token_finding(api, inv.errors.get("version") or inv.errors.get("guests"))
+    error = inv.errors.get("version") or inv.errors.get("guests")
+    token = _token_finding(api, error)
+    if token.level == BLOCK and skip and read_only and error is not None and error.status is None:
+        token = Finding(
+            "token",
+            WARN,
+            f"{token.text.split('; nothing was changed')[0]}: nothing was checked, not even which VMs "
+            "are the stack's (--skip-preflight, a plan only: an apply refuses)",
+        )
+        report.extend([token])
+        report.seconds = time.monotonic() - started
+        return report
     report.extend([token])
     if token.level == BLOCK:
         report.seconds = time.monotonic() - started
         return report
 
+    roles = {vm.name: vm.role for vm in config.vms}
+
     def node_key(name: str, key: str) -> str:
-        return where.node_key(name, key) if where else f"node {name}, {key}"
+        """Where the node's value came from: its own key, or the cluster.yaml key it
+        defaults to."""
+        if where is None:
+            return f"node {name}, {key}"
+        fallback = CLUSTER_DEFAULTS.get(key, "").format(role=roles.get(name, "worker"))
+        if fallback and not where.node_has(name, key):
+            return where.cluster_key(fallback)
+        return where.node_key(name, key)
 
     def cluster_key(key: str) -> str:
         return where.cluster_key(key) if where else key

@@ -139,7 +139,7 @@ def check_storages(
         uses[(iso.host or proxmox.node, proxmox.iso_storage)] = ("iso", where_iso)
     for vm in config.vms:
         uses.setdefault((vm.host, proxmox.iso_storage), ("iso", where_iso))  # it boots the ISO there
-        uses[(vm.host, vm.disk_storage)] = ("images", where_disk(vm.name, "proxmox_disk_storage"))
+        uses.setdefault((vm.host, vm.disk_storage), ("images", where_disk(vm.name, "proxmox_disk_storage")))
     # Bytes the apply adds per storage (a shared storage counts once, across its hosts).
     need: dict[tuple[str, str], int] = {}
     for intent in intended:
@@ -173,7 +173,7 @@ def check_storages(
                 )
             )
             continue
-        problem = _storage_problem(store, content)
+        problem = _storage_problem(store, content, host)
         if problem:
             findings.append(Finding("storages", BLOCK, f"storage {name} on {host} ({where}) {problem}"))
             continue
@@ -237,9 +237,12 @@ def check_storages(
     return findings
 
 
-def _storage_problem(store: Storage, content: str) -> str | None:
+def _storage_problem(store: Storage, content: str, host: str) -> str | None:
     if not store.enabled:
-        return "is disabled; nothing was changed; enable it (Datacenter > Storage > Edit: Enable)"
+        return (
+            f"is disabled on this host (disabled, or not enabled for {host} in Datacenter > Storage > "
+            "Nodes); nothing was changed; enable it"
+        )
     if not store.active:
         return (
             "is not active (unreachable or not mounted); nothing was changed; run the task again "

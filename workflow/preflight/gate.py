@@ -45,6 +45,7 @@ def gate(
     loaded: LoadResult,
     *,
     skip: bool = False,
+    read_only: bool = False,
     verbose: bool = False,
     as_json: bool = False,
 ) -> Report:
@@ -60,6 +61,7 @@ def gate(
             loaded.where,
             lambda address: task_line("state-rm", address),
             skip=skip,
+            read_only=read_only,
         )
     finally:
         api.close()

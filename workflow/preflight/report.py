@@ -68,6 +68,8 @@ class Report:
                 label = {OK: "ok", WARN: "warning", BLOCK: "PROBLEM", SKIPPED: "skipped"}[f.level]
                 out.append(f"preflight: {label}: {f.text}")
         passed = [c for c in CHECKS if self.status(c) in (OK, WARN)]
+        if self.skipped:
+            out.append(f"preflight: skipped (--skip-preflight): {', '.join(self.skipped)}")
         if self.blocking:
             count = len(self.blocking)
             out.append(
@@ -78,8 +80,6 @@ class Report:
             out.append(
                 f"preflight: {len(passed)} checks passed in {self.seconds:.1f} s ({', '.join(passed)})"
             )
-        if self.skipped:
-            out.append(f"preflight: skipped (--skip-preflight): {', '.join(self.skipped)}")
         return out
 
     def to_json(self) -> str:

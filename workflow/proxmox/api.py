@@ -8,6 +8,7 @@ no message, exception or log line built here holds it.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import urllib.parse
 import warnings
@@ -25,6 +26,7 @@ REQUEST_TIMEOUT = 5.0
 # local Proxmox, few enough not to look like an attack on a busy one.
 PARALLEL = 12
 
+CONNECTION_PREFIX = re.compile(r"^(<[^>]*>|\w+Connection(Pool)?\([^)]*\)): ")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -162,8 +164,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror
     text = str(inner or exc)
-    # urllib3 prefixes the connection object: keep what follows it.
-    return text.split(": ", 1)[-1] if text.startswith("<") else text
+    # urllib3 prefixes the connection object (`HTTPSConnection(host=..., port=...): ...`).
+    return CONNECTION_PREFIX.sub("", text)
 
 
 def api_from_env(config: InfraConfig, env: Mapping[str, str]) -> ProxmoxApi:

@@ -28,8 +28,7 @@ def rolling_apply(
     """`task infra:apply` (the saved, reviewed plan) or `task infra:apply-auto` (a fresh plan,
     confirmed beforehand). Extra arguments go to tofu apply (saved plan) or tofu plan (auto).
     `root`: where cluster.yaml is, and so the template setup's `kubeconfig`."""
-    if saved_plan:
-        tofu.check_saved_plan()
+    if saved_plan:  # checked against the config by the caller (Tofu.check_saved_plan)
         code = Rollout(tofu, config, options, args, "apply", root).apply_plan(PLAN_FILE)
         tofu.forget_saved_plan()  # a rollout that stopped keeps it: running again resumes
         return code
