@@ -53,7 +53,9 @@ For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
   simulated seconds a VM takes to shut down and to start (times `time_scale`).
 - A stopped VM's guest agent is gone until the VM runs again (fakepve keeps answering).
 - `power_listeners` are told (VM name, status) of every change, e.g. devenv/kube.py's
-  simulated kubelets, which keep Kubernetes Nodes in step.
+  simulated kubelets, which keep Kubernetes Nodes in step; `request_listeners` are told
+  (method, path) of every request before it is answered, for a fault that must start at
+  a precise moment.
 - A node's Talos API: a listening TCP socket on the node's address (`talos_addresses`,
   MAC -> a loopback address) and port 50000 while its VM runs; a name in `talos_down`
   keeps it closed, as a node that does not come back after a restart. The guest agent
@@ -177,6 +179,9 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
         # Called with (VM name, status) after every power state change, on the fake's
         # loop: a listener must return at once (queue the event) and not raise.
         self.power_listeners: list[Callable[[str, str], None]] = []
+        # Called with (method, path) before each request is answered, on the fake's loop: a
+        # test's fault can start at a precise request (the n-th cluster status read, ...).
+        self.request_listeners: list[Callable[[str, str], None]] = []
         self.vms = RecordedVms(self)
 
     # ------------------------------------------------------------ power and Talos
@@ -232,6 +237,11 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
         elif not up and sock is not None:
             sock.close()
             del self._talos_sockets[vm.vmid]
+
+    async def _answer(self, request: Any, handler: Any, generic: Any, path_node: str | None) -> Any:
+        for listener in list(self.request_listeners):
+            listener(request.method, request.path)
+        return await super()._answer(request, handler, generic, path_node)
 
     async def _generic(self, request: Any) -> Any:
         match = request[GENERIC]

@@ -35,6 +35,43 @@ def rollout_pve() -> Iterator[FakePveServer]:
         assert server.call(lambda p: list(p.talos_errors)) == []
 
 
+Interval = tuple[float, float]
+
+
+def stopped_intervals(log: list[tuple[float, int, str, str]]) -> dict[str, list[Interval]]:
+    """name -> [(stopped at, running again at)] from the fake's power log."""
+    out: dict[str, list[Interval]] = {}
+    down: dict[str, float] = {}
+    for at, _vmid, name, status in log:
+        if status != "running":
+            down.setdefault(name, at)
+        elif name in down:
+            out.setdefault(name, []).append((down.pop(name), at))
+    for name, at in down.items():
+        out.setdefault(name, []).append((at, float("inf")))
+    return out
+
+
+def overlapping(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for s1, e1 in intervals.get(a, []):
+                for s2, e2 in intervals.get(b, []):
+                    if s1 < e2 and s2 < e1:
+                        pairs.append((a, b))
+    return pairs
+
+
+def most_down_at_once(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> int:
+    events = sorted((t, d) for n in names for s, e in intervals.get(n, []) for t, d in ((s, 1), (e, -1)))
+    most = down = 0
+    for _t, delta in events:
+        down += delta
+        most = max(most, down)
+    return most
+
+
 def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-4000:]
     return proc
@@ -43,10 +80,11 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
 class Cluster:
     """A 3 + 3 cluster applied through `task`, its config (and node list) editable."""
 
-    def __init__(self, root: Path, pve: FakePveServer, state: HttpState) -> None:
+    def __init__(self, root: Path, pve: FakePveServer, state: HttpState, **cluster: Any) -> None:
         self.ws = TaskWorkspace(root)
         self.pve = pve
         self.state = state
+        self.cluster = cluster  # cluster.yaml keys every write() keeps (proxmox_nodes, ...)
         self.nodes = loopback_nodes()
         self.write()
         ok(self.ws.task("configure"))
@@ -63,7 +101,7 @@ class Cluster:
             tfstate_password=self.state.password,
             proxmox_api_token_id=self.pve.token_id,
             proxmox_api_token_secret=self.pve.token_secret,
-            **overrides,
+            **{**self.cluster, **overrides},
         )
         self.ws.cluster.write_text(yaml.safe_dump(cluster, sort_keys=False))
         self.ws.nodes.write_text(yaml.safe_dump({"nodes": self.nodes}, sort_keys=False))

@@ -20,41 +20,23 @@ from devenv.tools import ensure_tools
 from devenv.workspace import LOOPBACK_NET as NET
 from devenv.workspace import HttpState, loopback_cluster, loopback_nodes
 from devenv.workspace import Workspace as TofuWorkspace
-from tests.tasks.rollout_cluster import CONTROLLERS, WORKERS, Cluster, ok, rollout_pve
+from tests.tasks.rollout_cluster import (
+    CONTROLLERS,
+    WORKERS,
+    Cluster,
+    most_down_at_once,
+    ok,
+    overlapping,
+    rollout_pve,
+    stopped_intervals,
+)
 
 pytestmark = pytest.mark.e2e
-
-Interval = tuple[float, float]
 
 
 @pytest.fixture
 def pve() -> Iterator[FakePveServer]:
     yield from rollout_pve()
-
-
-def stopped_intervals(log: list[tuple[float, int, str, str]]) -> dict[str, list[Interval]]:
-    """name -> [(stopped at, running again at)] from the fake's power log."""
-    out: dict[str, list[Interval]] = {}
-    down: dict[str, float] = {}
-    for at, _vmid, name, status in log:
-        if status != "running":
-            down.setdefault(name, at)
-        elif name in down:
-            out.setdefault(name, []).append((down.pop(name), at))
-    for name, at in down.items():
-        out.setdefault(name, []).append((at, float("inf")))
-    return out
-
-
-def overlapping(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> list[tuple[str, str]]:
-    pairs = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            for s1, e1 in intervals.get(a, []):
-                for s2, e2 in intervals.get(b, []):
-                    if s1 < e2 and s2 < e1:
-                        pairs.append((a, b))
-    return pairs
 
 
 @pytest.fixture
@@ -150,15 +132,6 @@ def test_a_tag_only_change_applies_in_one_go(cluster: Cluster) -> None:
     assert cluster.power_log() == []  # no VM stopped
     tags = cluster.pve.call(lambda p: {vm.name: vm.config.get("tags") for vm in p.vms})
     assert all("prod" in str(t) for t in tags.values()), tags
-
-
-def most_down_at_once(intervals: dict[str, list[Interval]], names: tuple[str, ...]) -> int:
-    events = sorted((t, d) for n in names for s, e in intervals.get(n, []) for t, d in ((s, 1), (e, -1)))
-    most = down = 0
-    for _t, delta in events:
-        down += delta
-        most = max(most, down)
-    return most
 
 
 def test_apply_auto_restarts_workers_two_at_a_time_with_parallel_2(cluster: Cluster) -> None:

@@ -76,14 +76,27 @@ FAULTS: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str]], ...] 
 )
 
 
+def _unwrapped(output: str) -> str:
+    """tofu's error output without colours and box drawing, each paragraph on one line
+    (tofu wraps long messages)."""
+    paragraphs: list[list[str]] = [[]]
+    for line in ANSI.sub("", output).splitlines():
+        line = line.strip().strip("│╷╵").strip()
+        if line:
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return "\n".join(" ".join(p) for p in paragraphs if p)
+
+
 def from_tofu(output: str) -> Fault:
     """The cause of a failed tofu run, from its error output (first match in FAULTS order)."""
-    text = ANSI.sub("", output)
+    text = _unwrapped(output)
     for kind, pattern, phrase in FAULTS:
         match = pattern.search(text)
         if match:
             return Fault(kind, phrase(match), match[1] if kind == "locked" else None)
-    errors = [ln.strip(" │╷╵").strip() for ln in text.splitlines() if "Error:" in ln]
+    errors = [ln for ln in text.splitlines() if "Error:" in ln]
     first = errors[0].split("Error:", 1)[1].strip() if errors else "tofu failed"
     return Fault("tofu", f"tofu reported: {first}")
 
@@ -111,8 +124,9 @@ class ChangeGuard:
         assert last is not None
         raise last
 
-    def cluster_ready(self, hosts: tuple[str, ...]) -> None:
-        """Quorum, and each host online; NotNow otherwise."""
+    def cluster_ready(self, hosts: tuple[str, ...], others: tuple[str, ...] = ()) -> None:
+        """Quorum, and each host online: the VM's `hosts`, and the stack's `others` (a step's
+        plan refreshes what the VM depends on there, the ISO downloads); NotNow otherwise."""
         try:
             status = self._read(lambda: self.api.get("/cluster/status")) or []
         except ProxmoxError as exc:
@@ -129,10 +143,11 @@ class ChangeGuard:
         except ProxmoxError as exc:
             raise NotNow(f"the Proxmox API did not answer ({exc})", Fault("api", "").todo) from exc
         online = {str(n.get("node")): str(n.get("status")) for n in nodes if isinstance(n, dict)}
-        for host in hosts:
+        for host in dict.fromkeys(hosts + others):
             if online.get(host) != "online":
+                whose = "its host" if host in hosts else "the stack's host"
                 raise NotNow(
-                    f"its host {host} is {online.get(host) or 'not in the cluster'}",
+                    f"{whose} {host} is {online.get(host) or 'not in the cluster'}",
                     Fault("offline", "").todo,
                 )
 

@@ -192,7 +192,7 @@ class Rollout:
                     continue
                 if exc.applying and nodes:
                     self.resume.remember(nodes, interrupted=True)
-                powers = ", ".join(f"{n.name} is {self.guard.power(*self._where(n))}" for n in nodes)
+                powers = ", ".join(_power_phrase(n.name, self.guard.power(*self._where(n))) for n in nodes)
                 state = f"; {powers}" if powers else ""
                 raise stopped(
                     label,
@@ -224,7 +224,7 @@ class Rollout:
         migration is waited out). Nothing of the step has been done when this stops."""
         for change in step.changes:
             try:
-                self.guard.cluster_ready(tuple(dict.fromkeys((change.from_host, change.host))))
+                self.guard.cluster_ready(tuple(dict.fromkeys((change.from_host, change.host))), self.hosts)
                 if change.vm_id is not None and change.action != "replace":
                     self.guard.unlocked(change.name, change.from_host, change.vm_id, label)
             except NotNow as exc:
@@ -290,6 +290,13 @@ class Rollout:
         return self._api
 
     @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host of the config: VMs and ISO downloads."""
+        proxmox = self.config.proxmox
+        found = {vm.host for vm in self.config.vms} | {iso.host for iso in self.config.isos if iso.host}
+        return tuple(sorted(found | ({proxmox.node} if proxmox else set())))
+
+    @property
     def guard(self) -> ChangeGuard:
         return ChangeGuard(self.api, say, self.options.lock_timeout, self.options.poll_interval)
 
@@ -333,7 +340,7 @@ class Rollout:
             return node
         host, vm_id = self._where(node)
         try:
-            self.guard.cluster_ready((host,))
+            self.guard.cluster_ready((host,), self.hosts)
             self.guard.unlocked(node.name, host, vm_id, "before it went on:")
             power = self.guard.power(host, vm_id)
             if power == "stopped":
@@ -360,6 +367,10 @@ class Rollout:
                 "run the task again to resume once the Proxmox API answers again",
             ) from exc
         return replace(node, new_boot=False)  # nothing of its change took effect yet
+
+
+def _power_phrase(name: str, power: str) -> str:
+    return f"{name}'s state could not be read" if power == "unknown" else f"{name} is {power}"
 
 
 def _vm_updates(plan: Mapping[str, Any]) -> list[tuple[str, str, int]]:
