@@ -14,7 +14,7 @@ Markers, an HTML comment on the line before a fence (see docs/development.md):
 - `<!-- message -->`: what main.py prints on stderr for the examples just before it, line
   for line;
 - `<!-- message: tests/FILE.py -->`: each line is a string that test expects verbatim
-  (f-string fields and names joined to literals stand for any text).
+  (f-string fields and names joined to literals stand for any text, empty too).
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def expected_strings(path: Path) -> list[tuple[re.Pattern[str], int]]:
         if isinstance(node, ast.expr):
             parts = _parts(node)
             if parts and any(parts):
-                regex = "".join(".+" if p is None else re.escape(p) for p in parts)
+                regex = "".join(".*" if p is None else re.escape(p) for p in parts)
                 patterns.append((re.compile(regex), sum(len(p) for p in parts if p)))
     return patterns
 
@@ -347,3 +347,13 @@ def test_the_readmes_links_reach_pages_and_headings() -> None:
         assert page.is_file(), f"README links to {link}: no such file"
         if anchor:
             assert anchor in _anchors(page), f"README links to {link}: no such heading"
+
+
+def test_the_documented_role_is_the_one_the_tests_run_with() -> None:
+    """The e2e and task tests prove DOCUMENTED_ROLE enough; the guide must give that role."""
+    from workflow.proxmox.privileges import DOCUMENTED_ROLE, ROLE_NAME
+
+    page = (DOCS / "getting-started.md").read_text(encoding="utf-8")
+    found = re.findall(rf'pveum role add {ROLE_NAME} -privs "([^"]+)"', page)
+    assert len(found) == 1, f"docs/getting-started.md: one `pveum role add {ROLE_NAME}` expected, found {found}"
+    assert found[0].split(",") == list(DOCUMENTED_ROLE)
