@@ -21,13 +21,12 @@ if __name__ == "__main__":
 # jsii prints a large end-of-life banner for Node 20 on every run otherwise.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from cdktf_runtime import RuntimeUnavailable, load_cdktf
+from cdktf_runtime import load_cdktf
 from cdktf_runtime.node_flags import exit_now
-from config import ConfigError, InfraConfig, load_config
-from output_dir import OutputDirError, is_node_file_error, output_error, staged_output
+from config import InfraConfig, load_config
+from exit_codes import REPORTED, report
+from output_dir import is_node_file_error, output_error, staged_output
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 # The provider versions and checksums tofu init must find (scripts/update-provider-lock).
 PROVIDER_LOCK = Path(__file__).resolve().parent / "stacks" / ".terraform.lock.hcl"
 
@@ -90,29 +89,14 @@ def describe(config: InfraConfig, output: Path) -> str:
     )
 
 
-def report(exc: ConfigError) -> int:
-    """One line per problem on stderr; the exit code for bad input."""
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-    count = len(exc.problems)
-    print(f"{count} problem{'s' if count != 1 else ''} found; nothing was written.", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def main() -> int:
     try:
         result = load_config()
         for warning in result.warnings:
             print(warning, file=sys.stderr)
         output = synthesize(result.config)
-    except ConfigError as exc:
+    except REPORTED as exc:  # what was written is cleaned up (output_dir); jsii's node got a Ctrl-C too
         return report(exc)
-    except (OutputDirError, RuntimeUnavailable) as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:  # what was written is cleaned up (output_dir); jsii's node got it too
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     sys.stdout.write(describe(result.config, output))
     return 0
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from devenv.fakepve import FakePveServer  # noqa: E402
 from devenv.state_server import StateServer  # noqa: E402
-from devenv.tools import ensure_tools  # noqa: E402
-from devenv.workspace import Workspace, example_nodes  # noqa: E402
+from devenv.workspace import TofuWorkspace, example_nodes  # noqa: E402
+from workflow.setup_tools import ensure_tools  # noqa: E402
 
 STEPS = ("synth", "init", "plan", "apply", "replan", "destroy")
 
@@ -47,7 +47,7 @@ def one_run(tmp: Path, tools: object, local_state: bool) -> dict[str, float]:
             server = StateServer(tmp / "tfstate")
             stack.callback(server.stop)
             state = server.start()
-        ws = Workspace(tmp / "ws", tools, pve, state=state)  # type: ignore[arg-type]
+        ws = TofuWorkspace(tmp / "ws", tools, pve, state=state)  # type: ignore[arg-type]
         ws.write()
         started = time.monotonic()
         ws.synth()

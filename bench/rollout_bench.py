@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from devenv.fakepve import FakePveServer  # noqa: E402
 from devenv.kube import KubeApi, SimulatedKubelets  # noqa: E402
-from devenv.tools import Tools, ensure_tools  # noqa: E402
-from devenv.workspace import Workspace, loopback_cluster, loopback_nodes, prepare_rollout_fake  # noqa: E402
+from devenv.workspace import TofuWorkspace, loopback_cluster, loopback_nodes, prepare_rollout_fake  # noqa: E402
+from workflow.setup_tools import Tools, ensure_tools  # noqa: E402
 
 MORE_MEMORY = {
     "proxmox_vm_controller_defaults": {"cores": 4, "memory": 10240, "disk_size": 64},
@@ -45,7 +45,7 @@ MORE_MEMORY = {
 }
 
 
-def write(ws: Workspace, pve: FakePveServer, **overrides: Any) -> None:
+def write(ws: TofuWorkspace, pve: FakePveServer, **overrides: Any) -> None:
     cluster = loopback_cluster(pve.url, **overrides)
     ws.cluster_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
     ws.nodes_path.write_text(yaml.safe_dump({"nodes": loopback_nodes()}, sort_keys=False))
@@ -71,7 +71,7 @@ def one_run(
     with FakePveServer(time_scale=scale) as pve:
         pve.wait_ready()
         prepare_rollout_fake(pve, boot_secs)
-        ws = Workspace(tmp, tools, pve)
+        ws = TofuWorkspace(tmp, tools, pve)
         ws.root.mkdir(parents=True, exist_ok=True)
         write(ws, pve)
         ws.synth()
@@ -94,7 +94,7 @@ def one_run(
             return seconds
 
 
-def rolling_apply(ws: Workspace, cluster: bool = False) -> float:
+def rolling_apply(ws: TofuWorkspace, cluster: bool = False) -> float:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "workflow", "apply-auto", "--yes", "--node-timeout", "60"],

@@ -11,7 +11,7 @@ port on 127.0.0.1, a CA, serving and client certificates and service-account key
 here (`cryptography`), RBAC with an admin client certificate in `system:masters`, the
 ServiceAccount admission plugin off (no controller creates the `default` service
 account). The binaries come from `scripts/setup-tools --kube` (built from their Go modules
-and cached outside the repository), found through `devenv.tools.ensure_tools`.
+and cached outside the repository), found through `workflow.setup_tools.ensure_tools`.
 
 No kube-controller-manager, scheduler or kubelet runs. `SimulatedKubelets` (one
 background thread) plays the parts a rolling apply notices:
@@ -70,7 +70,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devenv.tools import Tools, ensure_tools
+from workflow.setup_tools import Tools, ensure_tools
 
 if TYPE_CHECKING:
     from devenv.fakepve import FakePveServer
@@ -270,7 +270,7 @@ def _kube_tools(log: Path) -> Tools:
     global _tools
     with _tools_lock:
         if _tools is None:
-            _tools = ensure_tools(log=log, args=("--kube",))
+            _tools = ensure_tools("--kube", log=log)
         return _tools
 
 

@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devenv.tools import ensure_tools
+from devenv.ports import free_ports
 from tfstate_server.storage.s3 import PROBE_NAME
+from workflow.setup_tools import ensure_tools
 
 HOST = "127.0.0.1"
 # Master, volume server, filer and gateway come up one after the other, and the first
@@ -119,27 +119,13 @@ class SeaweedFS(KeyedEndpoint):
 def seaweedfs_binary(log: Path | None = None) -> str:
     """The `weed` of scripts/setup-tools --seaweedfs (built into the tools cache on the
     first call; several minutes)."""
-    tools = ensure_tools(log=log, args=("--seaweedfs",))
+    tools = ensure_tools("--seaweedfs", log=log)
     path = tools.env.get("PATH", "")
     for entry in path.split(os.pathsep):
         candidate = Path(entry) / "weed"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     raise SeaweedError("scripts/setup-tools --seaweedfs succeeded but put no `weed` on the PATH it printed")
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports (held open together while chosen, so none repeats)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _identities(
@@ -221,7 +207,7 @@ def running_seaweedfs(
     config = workdir / "s3.json"
     config.write_text(json.dumps(_identities(*keys)))
     config.chmod(0o600)
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc = _free_ports(8)
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_port, s3_grpc = free_ports(8)
     cmd = [
         weed,
         "server",

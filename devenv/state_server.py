@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from devenv.tools import ROOT
 from devenv.workspace import HttpState
+from workflow.setup_tools import ROOT
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0

@@ -24,7 +24,8 @@ import yaml
 
 from devenv.fakepve import FakePveServer
 from devenv.scan import find_secrets
-from devenv.tools import ROOT, Tools
+from workflow.setup_tools import ROOT, Tools
+from workflow.workspace import Workspace
 
 EXAMPLES = ROOT / "examples"
 TOFU_TIMEOUT = 300.0
@@ -137,8 +138,9 @@ def prepare_rollout_fake(pve: FakePveServer, boot_secs: float) -> None:
     pve.call(setup)
 
 
-class Workspace:
-    """cluster.yaml + nodes.yaml for a fakepve, the synthesized stack, and tofu runs."""
+class TofuWorkspace:
+    """cluster.yaml + nodes.yaml for a fakepve, the synthesized stack, and tofu runs on it
+    (tofu itself, and `python -m workflow` with the credentials in its environment)."""
 
     def __init__(
         self,
@@ -160,16 +162,21 @@ class Workspace:
     # ----------------------------------------------------------------- config
 
     @property
+    def paths(self) -> Workspace:
+        """Its files at the product's default names."""
+        return Workspace.in_dir(self.root)
+
+    @property
     def cluster_path(self) -> Path:
-        return self.root / "cluster.yaml"
+        return self.paths.cluster
 
     @property
     def nodes_path(self) -> Path:
-        return self.root / "nodes.yaml"
+        return self.paths.nodes
 
     @property
     def outdir(self) -> Path:
-        return self.root / "cdktf.out"
+        return self.paths.outdir
 
     @property
     def stack_dir(self) -> Path:
@@ -192,7 +199,9 @@ class Workspace:
         cluster.update(overrides)
         return cluster
 
-    def write(self, nodes: Iterable[Mapping[str, Any]] | None = None, **cluster_overrides: Any) -> Workspace:
+    def write(
+        self, nodes: Iterable[Mapping[str, Any]] | None = None, **cluster_overrides: Any
+    ) -> TofuWorkspace:
         """Write cluster.yaml (example + overrides) and nodes.yaml (default: the example's)."""
         node_list = [dict(n) for n in (example_nodes() if nodes is None else nodes)]
         self.cluster_path.write_text(yaml.safe_dump(self.cluster(**cluster_overrides), sort_keys=False))
@@ -201,12 +210,7 @@ class Workspace:
 
     def synth(self) -> Path:
         """`python main.py` as a user runs it; returns the stack directory."""
-        env = {
-            **os.environ,
-            "CLUSTER_CONFIG": str(self.cluster_path),
-            "NODES_CONFIG": str(self.nodes_path),
-            "CDKTF_OUTDIR": str(self.outdir),
-        }
+        env = {**os.environ, **self.paths.env_vars()}
         self._run([sys.executable, str(ROOT / "main.py")], cwd=self.root, env=env, timeout=SYNTH_TIMEOUT)
         return self.stack_dir
 
@@ -229,13 +233,7 @@ class Workspace:
     def workflow_env(self) -> dict[str, str]:
         """env() for `python -m workflow` on this workspace: its config and output, no sops
         file (credentials come from env()), and no KUBECONFIG of the machine's own."""
-        env = {
-            **self.env(),
-            "CLUSTER_CONFIG": str(self.cluster_path),
-            "NODES_CONFIG": str(self.nodes_path),
-            "CDKTF_OUTDIR": str(self.outdir),
-            "SECRETS_FILE": str(self.root / "none.sops.yaml"),
-        }
+        env = {**self.env(), **self.paths.env_vars(), "SECRETS_FILE": str(self.root / "none.sops.yaml")}
         env.pop("KUBECONFIG", None)
         return env
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from workflow.workspace import Workspace
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -48,19 +50,26 @@ BASE_CLUSTER: dict[str, Any] = {
 
 @dataclass
 class ConfigDir:
+    """A folder with cluster.yaml, nodes.yaml and cdktf.out, at the product's default names
+    (workflow.workspace.Workspace.in_dir), for main.py."""
+
     root: Path
 
     @property
+    def paths(self) -> Workspace:
+        return Workspace.in_dir(self.root)
+
+    @property
     def cluster(self) -> Path:
-        return self.root / "cluster.yaml"
+        return self.paths.cluster
 
     @property
     def nodes(self) -> Path:
-        return self.root / "nodes.yaml"
+        return self.paths.nodes
 
     @property
     def outdir(self) -> Path:
-        return self.root / "cdktf.out"
+        return self.paths.outdir
 
     def write(self, cluster: dict[str, Any] | str, nodes: dict[str, Any] | list | str) -> ConfigDir:
         if isinstance(nodes, list):
@@ -71,12 +80,7 @@ class ConfigDir:
         return self
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "CLUSTER_CONFIG": str(self.cluster),
-            "NODES_CONFIG": str(self.nodes),
-            "CDKTF_OUTDIR": str(self.outdir),
-        }
+        return {**os.environ, **self.paths.env_vars()}
 
     def run_main(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -355,5 +355,7 @@ def test_the_documented_role_is_the_one_the_tests_run_with() -> None:
 
     page = (DOCS / "getting-started.md").read_text(encoding="utf-8")
     found = re.findall(rf'pveum role add {ROLE_NAME} -privs "([^"]+)"', page)
-    assert len(found) == 1, f"docs/getting-started.md: one `pveum role add {ROLE_NAME}` expected, found {found}"
+    assert len(found) == 1, (
+        f"docs/getting-started.md: one `pveum role add {ROLE_NAME}` expected, found {found}"
+    )
     assert found[0].split(",") == list(DOCUMENTED_ROLE)

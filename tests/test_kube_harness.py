@@ -28,7 +28,7 @@ import yaml
 import devenv.kube
 from devenv.fakepve import FakePveServer
 from devenv.kube import KubeApi, SimulatedKubelets
-from devenv.tools import ToolsError
+from workflow.setup_tools import ToolsError
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from devenv.fakepve import FakePveServer
-from tests.support import ROOT
-from tests.tasks.taskrun import EXAMPLES, TaskWorkspace
+from tests.support import EXAMPLES, ROOT
+from tests.tasks.taskrun import TaskWorkspace
 
 BLOCKER = '''\
 import sys
@@ -37,7 +37,7 @@ sys.meta_path.insert(0, _NoDevenv())
 '''
 
 PRODUCT_PACKAGES = ("workflow", "config", "constructs_lib", "stacks", "tfstate_server", "cdktf_runtime")
-PRODUCT_MODULES = ("main", "output_dir", "workflow.cli", "tfstate_server.cli")
+PRODUCT_MODULES = ("main", "exit_codes", "output_dir", "workflow.cli", "tfstate_server.cli")
 
 IMPORT_ALL = f"""
 import importlib, pkgutil, sys
@@ -69,7 +69,7 @@ def blocked_env(blocker: Path) -> dict[str, str]:
 
 def test_the_blocker_makes_devenv_unimportable(blocker: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "import devenv.tools"],
+        [sys.executable, "-c", "import devenv.workspace"],
         cwd=ROOT,
         env=blocked_env(blocker),
         capture_output=True,

@@ -10,9 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cdktf_runtime import RuntimeUnavailable
-from config import ConfigError, LoadResult
-from main import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OutputDirError, report
+from config import LoadResult
+from exit_codes import REPORTED, report
 from workflow import secrets as sec
 from workflow.confirm import confirm, split_yes
 from workflow.demo import run_demo
@@ -20,9 +19,9 @@ from workflow.errors import WorkflowError
 from workflow.invocation import raw_task_var, task_line
 from workflow.preflight.gate import gate, split_skip
 from workflow.rollout import rolling_apply, split_rollout_args
+from workflow.setup_tools import tools_env
 from workflow.synth import ensure_synth, load, load_result, synth
 from workflow.tofu import Tofu
-from workflow.toolchain import tools_env
 from workflow.verify_nodes import verify
 from workflow.workspace import Workspace
 
@@ -175,15 +174,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return COMMANDS[ns.command](Workspace.from_env(), list(ns.args))
-    except ConfigError as exc:
+    except REPORTED as exc:
         return report(exc)
-    except (OutputDirError, RuntimeUnavailable) as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except WorkflowError as exc:
-        if str(exc):  # an empty message: the problem was reported already
-            print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from config import ConfigPaths, load_config
 from workflow.errors import WorkflowError
+from workflow.setup_tools import ensure_tools
 from workflow.tofu import Tofu
-from workflow.toolchain import tools
 
 
 def step(message: str) -> float:
@@ -30,14 +30,14 @@ def run_demo(keep: bool = False) -> int:
     # The demo's harness (fakepve, the state server) is development tooling: imported here.
     from devenv.fakepve import FakePveServer
     from devenv.state_server import StateServer, StateServerError
-    from devenv.workspace import Workspace as PveWorkspace
+    from devenv.workspace import TofuWorkspace
     from main import describe, synthesize
 
     t = step(
         "making tofu and the bpg provider available (the first run builds them from "
         "their Go modules: several minutes)"
     )
-    env = tools().environ()
+    env = ensure_tools().environ()
     done(t)
     tmp = Path(tempfile.mkdtemp(prefix="talos-cdktf-demo-"))
     try:
@@ -45,7 +45,7 @@ def run_demo(keep: bool = False) -> int:
         with FakePveServer() as pve, StateServer(tmp / "tfstate") as state:
             done(t)
             print(f"demo:   Proxmox VE API: {pve.url}   state server: {state.url}", file=sys.stderr)
-            ws = PveWorkspace(tmp, tools(), pve, state=state)
+            ws = TofuWorkspace(tmp, ensure_tools(), pve, state=state)
             ws.write()
             t = step(f"synthesizing the bundled example ({ws.cluster_path.name}, {ws.nodes_path.name})")
             config = load_config(ConfigPaths(ws.cluster_path, ws.nodes_path)).config

@@ -8,9 +8,21 @@ from pathlib import Path
 
 from config import ConfigPaths
 
+# Each path: the environment variable that sets it, and its default in the project folder.
+PATHS = {
+    "cluster": ("CLUSTER_CONFIG", "cluster.yaml"),
+    "nodes": ("NODES_CONFIG", "nodes.yaml"),
+    "secrets": ("SECRETS_FILE", "secrets.sops.yaml"),
+    "age_key": ("SOPS_AGE_KEY_FILE", "age.key"),
+    "outdir": ("CDKTF_OUTDIR", "cdktf.out"),
+}
+
 
 @dataclass(frozen=True)
 class Workspace:
+    """The one description of an operator's folder, for the tasks and for the tests that
+    drive them."""
+
     cluster: Path
     nodes: Path
     secrets: Path
@@ -19,19 +31,20 @@ class Workspace:
 
     @classmethod
     def from_env(cls, root: Path | None = None) -> Workspace:
+        """The paths the environment names, the defaults in `root` (the current folder) otherwise."""
         root = root or Path.cwd()
-
-        def path(var: str, default: str) -> Path:
-            value = os.environ.get(var)
-            return Path(value) if value else root / default
-
         return cls(
-            cluster=path("CLUSTER_CONFIG", "cluster.yaml"),
-            nodes=path("NODES_CONFIG", "nodes.yaml"),
-            secrets=path("SECRETS_FILE", "secrets.sops.yaml"),
-            age_key=path("SOPS_AGE_KEY_FILE", "age.key"),
-            outdir=path("CDKTF_OUTDIR", "cdktf.out"),
+            **{key: Path(os.environ.get(var) or root / default) for key, (var, default) in PATHS.items()}
         )
+
+    @classmethod
+    def in_dir(cls, root: Path) -> Workspace:
+        """Every file at its default name in `root`, whatever the environment says."""
+        return cls(**{key: root / default for key, (_var, default) in PATHS.items()})
+
+    def env_vars(self) -> dict[str, str]:
+        """The environment that makes `from_env` (a task, main.py) find these paths."""
+        return {var: str(getattr(self, key)) for key, (var, _default) in PATHS.items()}
 
     @property
     def config_paths(self) -> ConfigPaths:

@@ -14,10 +14,10 @@ import pytest
 
 from devenv.fakepve import FakePveServer
 from devenv.state_server import StateServer
-from devenv.tools import Tools, ToolsError, ensure_tools
-from devenv.workspace import HttpState, Workspace, example_nodes
+from devenv.workspace import HttpState, TofuWorkspace, example_nodes
+from workflow.setup_tools import Tools, ToolsError, ensure_tools
 
-WorkspaceFactory = Callable[..., Workspace]
+WorkspaceFactory = Callable[..., TofuWorkspace]
 
 
 @pytest.fixture(scope="session")
@@ -95,16 +95,16 @@ def guest_addresses(nodes: list[dict]) -> dict[str, str]:
 def make_workspace(
     tmp_path: Path, tools: Tools, http_state: HttpState, request: pytest.FixtureRequest
 ) -> WorkspaceFactory:
-    """Workspace(s) under this test's tmp_path, state in the state server under a name
+    """TofuWorkspace(s) under this test's tmp_path, state in the state server under a name
     unique to the test."""
     count = 0
 
-    def make(pve: FakePveServer, name: str = "ws") -> Workspace:
+    def make(pve: FakePveServer, name: str = "ws") -> TofuWorkspace:
         nonlocal count
         count += 1
         state_name = f"{request.node.name}-{count}".replace("[", "-").replace("]", "")
         state_name = "".join(c if c.isalnum() or c in "._-" else "-" for c in state_name)[:100]
         pve.call(lambda p: p.guest_addresses.update(guest_addresses(example_nodes())))
-        return Workspace(tmp_path / name, tools, pve, state=http_state, state_name=state_name)
+        return TofuWorkspace(tmp_path / name, tools, pve, state=http_state, state_name=state_name)
 
     return make

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from devenv.fakepve import FakePveServer
-from devenv.workspace import Workspace, example_nodes
+from devenv.workspace import TofuWorkspace, example_nodes
 from e2e.conftest import WorkspaceFactory
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +18,7 @@ WORKER_0 = 8020
 WORKER_1 = 8021
 
 
-def applied(make_workspace: WorkspaceFactory, server: FakePveServer) -> Workspace:
+def applied(make_workspace: WorkspaceFactory, server: FakePveServer) -> TofuWorkspace:
     ws = make_workspace(server)
     ws.write().synth()
     ws.init()
@@ -26,7 +26,7 @@ def applied(make_workspace: WorkspaceFactory, server: FakePveServer) -> Workspac
     return ws
 
 
-def assert_state_matches_proxmox(ws: Workspace, server: FakePveServer) -> None:
+def assert_state_matches_proxmox(ws: TofuWorkspace, server: FakePveServer) -> None:
     """Every VM in the state (tainted ones included) exists in fakepve and the other way
     round: nothing orphaned on either side."""
     state = json.loads(ws.tofu("show", "-json").stdout).get("values") or {}

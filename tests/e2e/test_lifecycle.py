@@ -11,10 +11,10 @@ import pytest
 from config import OWNER_TAG
 from devenv.fakepve import FakePveServer
 from devenv.state_server import StateServer
-from devenv.tools import Tools
-from devenv.workspace import HttpState, Workspace, example_nodes
+from devenv.workspace import HttpState, TofuWorkspace, example_nodes
 from e2e.conftest import WorkspaceFactory, guest_addresses
 from e2e.expected import TAGS, VLAN, expected_vms, iso_of, options
+from workflow.setup_tools import Tools
 
 pytestmark = pytest.mark.e2e
 
@@ -24,10 +24,12 @@ NEW_SCHEMATIC = "0" * 63 + "1"
 @pytest.fixture(scope="module")
 def deployed(
     tmp_path_factory: pytest.TempPathFactory, tools: Tools, http_state: HttpState, pve: FakePveServer
-) -> Iterator[Workspace]:
+) -> Iterator[TofuWorkspace]:
     """The example applied once for the read-only tests of this module."""
     pve.call(lambda p: p.guest_addresses.update(guest_addresses(example_nodes())))
-    ws = Workspace(tmp_path_factory.mktemp("deployed"), tools, pve, state=http_state, state_name="lifecycle")
+    ws = TofuWorkspace(
+        tmp_path_factory.mktemp("deployed"), tools, pve, state=http_state, state_name="lifecycle"
+    )
     ws.write().synth()
     ws.init()
     ws.apply()
@@ -38,7 +40,7 @@ def vm_configs(pve: FakePveServer) -> dict[str, dict[str, Any]]:
     return pve.call(lambda p: {vm.name: dict(vm.config, _status=vm.status, _vmid=vm.vmid) for vm in p.vms})
 
 
-def test_apply_creates_every_vm_as_configured(deployed: Workspace, pve: FakePveServer) -> None:
+def test_apply_creates_every_vm_as_configured(deployed: TofuWorkspace, pve: FakePveServer) -> None:
     expected = expected_vms(example_nodes())
     actual = vm_configs(pve)
     assert sorted(actual) == sorted(expected)
@@ -95,7 +97,7 @@ def test_apply_creates_every_vm_as_configured(deployed: Workspace, pve: FakePveS
 
 
 def test_apply_downloads_one_iso_per_schematic_and_secureboot(
-    deployed: Workspace, pve: FakePveServer
+    deployed: TofuWorkspace, pve: FakePveServer
 ) -> None:
     wanted = {iso_of(n) for n in example_nodes()}
     assert len(wanted) == 2
@@ -115,7 +117,7 @@ def test_apply_downloads_one_iso_per_schematic_and_secureboot(
         ), url
 
 
-def test_outputs_and_agent_addresses(deployed: Workspace) -> None:
+def test_outputs_and_agent_addresses(deployed: TofuWorkspace) -> None:
     out = deployed.outputs()
     expected = expected_vms(example_nodes())
     assert out["node_vm_ids"] == {name: vm.vm_id for name, vm in expected.items()}
@@ -128,13 +130,13 @@ def test_outputs_and_agent_addresses(deployed: Workspace) -> None:
         assert f'"{node["address"]}"' in state, node["name"]
 
 
-def test_second_plan_has_no_changes(deployed: Workspace) -> None:
+def test_second_plan_has_no_changes(deployed: TofuWorkspace) -> None:
     plan = deployed.plan()
     assert plan.exitcode == 0, plan.actions()
     assert set(plan.actions()) == {"no-op"}
 
 
-def test_removing_a_node_plans_exactly_one_destroy(deployed: Workspace) -> None:
+def test_removing_a_node_plans_exactly_one_destroy(deployed: TofuWorkspace) -> None:
     nodes = [n for n in example_nodes() if n["name"] != "k8s-work-1"]
     try:
         deployed.write(nodes).synth()
@@ -154,7 +156,7 @@ def test_removing_a_node_plans_exactly_one_destroy(deployed: Workspace) -> None:
     ],
 )
 def test_adding_a_node_plans_exactly_one_vm(
-    deployed: Workspace, schematic: str | None, extra: list[str]
+    deployed: TofuWorkspace, schematic: str | None, extra: list[str]
 ) -> None:
     nodes = example_nodes()
     new = {
@@ -178,7 +180,7 @@ def test_adding_a_node_plans_exactly_one_vm(
         deployed.write().synth()
 
 
-def test_secrets_stay_out_of_files_and_logs(deployed: Workspace, state_server: StateServer) -> None:
+def test_secrets_stay_out_of_files_and_logs(deployed: TofuWorkspace, state_server: StateServer) -> None:
     """The token secret and the state password reach tofu only through its environment:
     not in cdktf.out (cdk.tf.json, .terraform), plan files, tofu's output, the state, or
     the state server's store and log."""

@@ -12,10 +12,10 @@ import pytest
 
 from config import OWNER_TAG
 from devenv.fakepve import FakePveServer
-from devenv.tools import ROOT
-from devenv.workspace import Workspace, example_nodes
+from devenv.workspace import TofuWorkspace, example_nodes
 from e2e.conftest import WorkspaceFactory
 from e2e.expected import tfvars_for_template
+from workflow.setup_tools import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ TEMPLATE = Path(__file__).parent / "template_layout"
 LOCK = ROOT / "stacks" / ".terraform.lock.hcl"
 
 
-def template_dir(ws: Workspace) -> Path:
+def template_dir(ws: TofuWorkspace) -> Path:
     """The template-layout configuration, with the workspace's state backend and inputs."""
     assert ws.state is not None
     target = ws.root / "template"

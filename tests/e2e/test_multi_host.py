@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from devenv.fakepve import FakePveServer
-from devenv.workspace import Workspace, example_nodes
+from devenv.workspace import TofuWorkspace, example_nodes
 from e2e.conftest import HOSTS, WorkspaceFactory, guest_addresses
 from e2e.expected import iso_of
 
@@ -71,7 +71,7 @@ def eject(pve: FakePveServer, names: list[str]) -> None:
     pve.call(run)
 
 
-def applied(ws: Workspace, nodes: list[dict[str, Any]], **cluster: Any) -> Workspace:
+def applied(ws: TofuWorkspace, nodes: list[dict[str, Any]], **cluster: Any) -> TofuWorkspace:
     ws.write(nodes, **cluster).synth()
     ws.init()
     ws.apply()

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from devenv.fakepve import FakePveServer
-from devenv.workspace import Workspace, example_nodes
+from devenv.workspace import TofuWorkspace, example_nodes
 from e2e.conftest import HOSTS, WorkspaceFactory
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def rolling_apply(ws: Workspace) -> subprocess.CompletedProcess[str]:
+def rolling_apply(ws: TofuWorkspace) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workflow", "apply-auto", "--yes", "--node-timeout", "60"],
         cwd=ROOT,

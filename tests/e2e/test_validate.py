@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devenv.fakepve import FakePveServer
-from devenv.tools import ROOT, Tools
-from devenv.workspace import Workspace
+from devenv.workspace import TofuWorkspace
 from e2e.conftest import WorkspaceFactory
+from workflow.setup_tools import ROOT, Tools
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +56,7 @@ def test_snapshot_stack_validates(snapshot: Path, tools: Tools, tmp_path: Path) 
 def test_synthesized_stack_carries_the_committed_lock(
     make_workspace: WorkspaceFactory, pve: FakePveServer
 ) -> None:
-    ws: Workspace = make_workspace(pve)
+    ws: TofuWorkspace = make_workspace(pve)
     stack_dir = ws.write().synth()
     lock = stack_dir / ".terraform.lock.hcl"
     assert lock.read_text() == LOCK.read_text()

@@ -12,7 +12,8 @@ import yaml
 from devenv.fakepve import FakePveServer
 from devenv.state_server import StateServer
 from devenv.workspace import HttpState, example_cluster, example_nodes
-from tests.tasks.taskrun import EXAMPLES, TaskWorkspace
+from tests.support import EXAMPLES
+from tests.tasks.taskrun import TaskWorkspace
 
 
 @pytest.fixture

@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devenv.workspace import HttpState
-from tests.support import ConfigDir
-from workflow.workspace import Workspace
+from tests.support import ROOT, ConfigDir
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 VENV_BIN = Path(sys.executable).parent
 TASK_TIMEOUT = 600
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # tofu colours its output
@@ -38,12 +35,6 @@ class TaskWorkspace(ConfigDir):
     def stack_dir(self) -> Path:
         return self.outdir / "stacks" / "proxmox"
 
-    def workflow_workspace(self) -> Workspace:
-        """The same paths as the tasks see them (to decrypt in a test)."""
-        return Workspace(
-            self.cluster, self.nodes, self.root / "secrets.sops.yaml", self.root / "age.key", self.outdir
-        )
-
     def env(self) -> dict[str, str]:
         env = {
             k: v
@@ -54,11 +45,7 @@ class TaskWorkspace(ConfigDir):
         env.update(
             {
                 "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-                "CLUSTER_CONFIG": str(self.cluster),
-                "NODES_CONFIG": str(self.nodes),
-                "CDKTF_OUTDIR": str(self.outdir),
-                "SECRETS_FILE": str(self.root / "secrets.sops.yaml"),
-                "SOPS_AGE_KEY_FILE": str(self.root / "age.key"),
+                **self.paths.env_vars(),
                 "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
                 "TF_IN_AUTOMATION": "1",
                 **self.extra_env,

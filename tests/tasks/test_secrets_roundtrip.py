@@ -19,9 +19,10 @@ import yaml
 from devenv.scan import find_secrets
 from devenv.state_server import StateServer
 from devenv.workspace import example_cluster
-from tests.tasks.taskrun import EXAMPLES, TaskWorkspace
+from tests.support import EXAMPLES
+from tests.tasks.taskrun import TaskWorkspace
 from workflow import secrets as sec
-from workflow.toolchain import tools_env
+from workflow.setup_tools import tools_env
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +78,7 @@ def test_secret_reaches_tofu_byte_for_byte(tmp_path: Path, password: str) -> Non
         assert DENIED not in listed.stdout + listed.stderr
     encrypted = (ws.root / "secrets.sops.yaml").read_text()
     assert encrypted.count("type:str]") >= 3 and "type:float" not in encrypted and "type:int" not in encrypted
-    got = sec.decrypt(ws.workflow_workspace(), tools_env())
+    got = sec.decrypt(ws.paths, tools_env())
     assert got.tfstate_password == password and got.proxmox_api_token_secret == password
     assert got.tofu_env()["TF_HTTP_PASSWORD"] == password
     if len(password) >= 6:  # shorter ones ("true", "007") occur in any file by chance
@@ -102,7 +103,7 @@ def test_unquoted_value_from_secrets_edit_is_one_line(tmp_path: Path, typed: str
     ws.cluster.write_text(ws.cluster.read_text().replace("tfstate_url: http://127.0.0.1:9\n", ""))
     assert ws.task("synth").returncode == 0
     env = tools_env()
-    sec.encrypt(sec.Secrets(tfstate_password=TOKEN), ws.workflow_workspace(), env)
+    sec.encrypt(sec.Secrets(tfstate_password=TOKEN), ws.paths, env)
     editor = tmp_path / "editor"
     editor.write_text(
         "#!/usr/bin/env python3\nimport os, re, sys\ntext = open(sys.argv[1]).read()\n"

@@ -31,7 +31,7 @@ from tests.tasks.taskrun import (
     state_lock_request,
 )
 from workflow import secrets as sec
-from workflow.toolchain import tools_env
+from workflow.setup_tools import tools_env
 
 pytestmark = pytest.mark.e2e
 
@@ -226,7 +226,7 @@ KEY_SENTINEL = "SENTINEL-not-an-age-key-4c1d"
 )
 @pytest.mark.parametrize("task", ["infra:output", "infra:secrets-edit"])
 def test_a_key_file_that_is_not_an_age_key_says_so(workspace: TaskWorkspace, content: str, task: str) -> None:
-    sec.encrypt(sec.Secrets(tfstate_password=STATE_PASSWORD), workspace.workflow_workspace(), tools_env())
+    sec.encrypt(sec.Secrets(tfstate_password=STATE_PASSWORD), workspace.paths, tools_env())
     key = workspace.root / "age.key"
     key.write_text(content)
     proc = workspace.task(task, env={"EDITOR": shutil.which("true") or "true"})

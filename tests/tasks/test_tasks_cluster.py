@@ -10,7 +10,6 @@ no option, as an operator's would be.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from devenv.fakepve import FakePveServer
 from devenv.kube import KubeApi, SimulatedKubelets
+from devenv.ports import free_port
 from devenv.workspace import LOOPBACK_NET as NET
 from devenv.workspace import HttpState
 from tests.tasks.rollout_cluster import CONTROLLERS, WORKERS, Cluster, ok, rollout_pve
@@ -393,9 +393,3 @@ def test_cluster_errors_are_one_line_and_apply_nothing(live: Live, case: str) ->
         u["user"]["client-key-data"] for u in yaml.safe_load(live.kube.kubeconfig.read_text())["users"]
     )
     assert key[:16] not in refused.stdout + refused.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

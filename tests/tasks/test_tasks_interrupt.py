@@ -19,7 +19,8 @@ import pytest
 
 from devenv.fakepve import FakePveServer
 from devenv.workspace import HttpState
-from tests.tasks.taskrun import ANSI, ROOT, VENV_BIN, TaskWorkspace, held_lock
+from tests.support import ROOT
+from tests.tasks.taskrun import ANSI, VENV_BIN, TaskWorkspace, held_lock
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,8 @@ import pytest
 from devenv.fakepve import FakePveServer
 from devenv.scan import find_secrets
 from devenv.workspace import HttpState
-from tests.tasks.taskrun import ROOT, VENV_BIN, TaskWorkspace, lock_info
+from tests.support import ROOT
+from tests.tasks.taskrun import VENV_BIN, TaskWorkspace, lock_info
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.tasks.taskrun import STATE_PASSWORD, TOKEN_SECRET, TaskWorkspace
 from workflow import secrets as sec
-from workflow.toolchain import tools_env
+from workflow.setup_tools import tools_env
 
 
 def add_secrets(ws: TaskWorkspace) -> None:
@@ -36,7 +36,7 @@ def test_configure_encrypts_and_decrypts_with_a_throwaway_key(workspace: TaskWor
     # local state: configure ran init
     assert (workspace.stack_dir / ".terraform").is_dir()
     # decrypting gives back exactly what tofu's environment gets
-    ws = workspace.workflow_workspace()
+    ws = workspace.paths
     got = sec.decrypt(ws, tools_env())
     assert got.tfstate_password == STATE_PASSWORD
     assert got.tofu_env()["PROXMOX_VE_API_TOKEN"] == f"root@pam!terraform={TOKEN_SECRET}"
@@ -209,7 +209,7 @@ def test_configure_keeps_credentials_cluster_yaml_no_longer_holds(workspace: Tas
     )
     proc = workspace.task("configure")
     assert proc.returncode == 0, proc.stderr
-    ws = workspace.workflow_workspace()
+    ws = workspace.paths
     kept = sec.decrypt(ws, tools_env())
     assert kept.proxmox_api_token_secret == TOKEN_SECRET
     assert kept.tfstate_password == STATE_PASSWORD

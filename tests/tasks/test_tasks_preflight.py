@@ -17,7 +17,7 @@ from devenv.workspace import HttpState
 from tests.tasks.preflight_support import fake_state, line_of, problems, request_count, writes_since
 from tests.tasks.taskrun import TaskWorkspace
 from workflow.proxmox.privileges import DOCUMENTED_ROLE
-from workflow.tools import ensure_tools
+from workflow.setup_tools import ensure_tools
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,8 @@ import pytest
 import yaml
 
 from devenv.fakepve import FakePveServer
-from devenv.tools import ensure_tools
 from devenv.workspace import LOOPBACK_NET as NET
-from devenv.workspace import HttpState, loopback_cluster, loopback_nodes
-from devenv.workspace import Workspace as TofuWorkspace
+from devenv.workspace import HttpState, TofuWorkspace, loopback_cluster, loopback_nodes
 from tests.tasks.rollout_cluster import (
     CONTROLLERS,
     WORKERS,
@@ -30,6 +28,7 @@ from tests.tasks.rollout_cluster import (
     rollout_pve,
     stopped_intervals,
 )
+from workflow.setup_tools import ensure_tools
 
 pytestmark = pytest.mark.e2e
 

@@ -1,10 +1,11 @@
-"""tofu, the bpg/proxmox provider, sops and age, made available by scripts/setup-tools.
+"""The one way to find, or the first time build, the tools: scripts/setup-tools.
 
-The workflow's own way to find (or, the first time, build) its tools; devenv/tools.py
-re-exports it for the tests and benches. setup-tools is idempotent and caches its builds
-outside the repository, so calling it at the start of every session costs a fraction of
-a second once the tools exist; the first call on a machine builds them from Go modules
-(several minutes).
+tofu and the bpg/proxmox provider always; sops and age (`--sops`), kube-apiserver and
+etcd (`--kube`) and SeaweedFS (`--seaweedfs`) on request. The product, the tests and the
+benches all call `ensure_tools`. setup-tools is idempotent and caches its builds outside
+the repository, so a call costs a fraction of a second once the tools exist; the first
+call on a machine builds them from Go modules (several minutes). A process asks
+setup-tools once per set of options.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from workflow.errors import WorkflowError
+
+ROOT = Path(__file__).resolve().parent.parent  # the project's checkout
 SETUP_TOOLS = ROOT / "scripts" / "setup-tools"
 # A first build of OpenTofu and the provider takes minutes on a small machine.
 BUILD_TIMEOUT = 45 * 60
 EXPORT_RE = re.compile(r"^export ([A-Z_][A-Z0-9_]*)=(.*)$")
 
 
-class ToolsError(RuntimeError):
+class ToolsError(WorkflowError):
     """setup-tools failed: the message says what to install or what went wrong."""
 
 
@@ -40,6 +45,10 @@ class Tools:
         merged.update(self.env)
         return merged
 
+    def which(self, name: str) -> str | None:
+        """Where `name` is on the PATH setup-tools printed."""
+        return shutil.which(name, path=self.environ().get("PATH", ""))
+
 
 def parse_exports(text: str, base_env: dict[str, str]) -> dict[str, str]:
     """The `export NAME=value` lines setup-tools prints, evaluated as a POSIX shell would
@@ -55,14 +64,18 @@ def parse_exports(text: str, base_env: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def ensure_tools(
-    *, log: Path | None = None, timeout: float = BUILD_TIMEOUT, args: tuple[str, ...] = ()
-) -> Tools:
-    """Run scripts/setup-tools; return its exports. Raises ToolsError with its message.
+def ensure_tools(*args: str, log: Path | None = None, timeout: float = BUILD_TIMEOUT) -> Tools:
+    """Run `scripts/setup-tools ARGS` (once a process for the same ARGS); return its
+    exports. ToolsError, one line, when it fails.
 
     Progress (stderr) goes to `log` when given, else to this process's stderr, so a
     first build shows what it is doing.
     """
+    return _ensure(tuple(args), log, timeout)
+
+
+@cache
+def _ensure(args: tuple[str, ...], log: Path | None, timeout: float) -> Tools:
     base = dict(os.environ)
     stderr_sink = log.open("ab") if log else None
     try:
@@ -70,6 +83,7 @@ def ensure_tools(
             [str(SETUP_TOOLS), *args],
             cwd=ROOT,
             env=base,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr_sink,
             timeout=timeout,
@@ -94,15 +108,13 @@ def ensure_tools(
         # No mirror config printed (--registry, or tofu set up by the user): an inherited
         # setting naming a missing file only makes every tofu command warn; drop it.
         exports["TF_CLI_CONFIG_FILE"] = ""
-    tofu = _which("tofu", {**base, **exports}.get("PATH", ""))
+    tofu = shutil.which("tofu", path={**base, **exports}.get("PATH", ""))
     if tofu is None:
         raise ToolsError("scripts/setup-tools succeeded but no `tofu` is on the PATH it printed")
     return Tools(env=exports, tofu=tofu)
 
 
-def _which(name: str, path: str) -> str | None:
-    for entry in path.split(os.pathsep):
-        candidate = Path(entry or ".") / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
+def tools_env() -> dict[str, str]:
+    """os.environ plus PATH and TF_CLI_CONFIG_FILE from setup-tools, sops and age included:
+    what the tasks run tofu, sops and age with."""
+    return ensure_tools("--sops").environ(dict(os.environ))
