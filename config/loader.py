@@ -110,7 +110,8 @@ def _valid_cluster_keys(src: YamlSource, exc: ValidationError) -> ClusterFile:
 @functools.cache
 def _field_adapter(name: str) -> TypeAdapter[Any]:
     info = NodeEntry.model_fields[name]
-    return TypeAdapter(Annotated[info.annotation, info], config=ConfigDict(strict=True))
+    annotated: Any = Annotated[info.annotation, info]  # a type built at run time
+    return TypeAdapter(annotated, config=ConfigDict(strict=True))
 
 
 def _node_views(src: YamlSource, nodes: NodesFile | None) -> list[NodeView]:

@@ -71,17 +71,17 @@ def placement_problems(
     if not hosts:
         return problems
     for i, node in enumerate(nodes):
-        host = node.get("proxmox_node")
-        if host is None or host in first:
+        pinned = node.get("proxmox_node")
+        if pinned is None or pinned in first:
             continue
-        close = difflib.get_close_matches(host, list(first), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(pinned, list(first), n=1, cutoff=0.8)
         hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(hosts)}"
         problems.append(
             Problem(
                 ndisplay,
                 nsrc.line_of(("nodes", i, "proxmox_node")),
                 f"nodes[{i}].proxmox_node",
-                f"{host!r} is not in proxmox_nodes ({hint})",
+                f"{pinned!r} is not in proxmox_nodes ({hint})",
             )
         )
     return problems

@@ -275,7 +275,7 @@ def _compose_events(parser: Any) -> _Node | None:
             if documents > 1:
                 raise _Bad(line, "a second YAML document (expected one document: remove the '---')")
         elif isinstance(event, yaml.AliasEvent):
-            target = anchors.get(event.anchor)
+            target = anchors.get(event.anchor or "")
             # The anchor's name is not shown: it may be a secret written without quotes.
             if target is None:
                 raise _Bad(line, "alias (*name) to an anchor that is not defined above it")

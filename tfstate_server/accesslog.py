@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from tfstate_server import logsetup
 from tfstate_server.logsetup import ACCESS_LOGGER
@@ -28,7 +29,7 @@ def _printable(text: str) -> str:
 
 
 @web.middleware
-async def access_log_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
     status = 500
     try:

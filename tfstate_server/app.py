@@ -61,7 +61,7 @@ class ServerConfig:
 
 CONFIG = web.AppKey("config", ServerConfig)
 WAITERS = web.AppKey("lock_waiters", LockWaiters)
-DRAIN = web.AppKey("drain", Drain | None)  # counts the requests in flight
+DRAIN: web.AppKey[Drain | None] = web.AppKey("drain")  # counts the requests in flight
 Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
 
 

@@ -22,6 +22,7 @@ import time
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from tfstate_server.ratelog import RateLimitedLog
 
@@ -69,7 +70,7 @@ class ConnectionGuard:
         self._last_warning = 0.0
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         protocol = request.protocol
         self.busy.add(protocol)
         try:

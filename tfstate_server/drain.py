@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 class Drain:
@@ -20,7 +21,7 @@ class Drain:
         self._idle.set()
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.active += 1
         self._idle.clear()
         try:

@@ -159,7 +159,7 @@ class _QueueHandler(logging.handlers.QueueHandler):
     may change after the call); the writer adds time, level and name."""
 
     def __init__(self, writer: LogWriter) -> None:
-        super().__init__(writer.records)  # type: ignore[arg-type]
+        super().__init__(writer.records)
         self.writer = writer
 
     def prepare(self, record: logging.LogRecord) -> Any:

@@ -117,4 +117,4 @@ class Metrics:
         return app
 
 
-METRICS = web.AppKey("metrics", Metrics | None)  # type: ignore[arg-type]
+METRICS: web.AppKey[Metrics | None] = web.AppKey("metrics")

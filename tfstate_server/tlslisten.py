@@ -134,8 +134,8 @@ class TLSListener:
             return  # not yet: the reader stays
         except OSError:
             first = b""
-        conn = self._forget(fd)
-        assert conn is not None
+        forgotten = self._forget(fd)
+        assert forgotten is conn
         if not first:
             conn.close()
         elif first[0] == TLS_HANDSHAKE:

@@ -157,13 +157,20 @@ def secrets_edit(ws: Workspace) -> int:
     return sec.edit(ws, tools_env())
 
 
-COMMANDS: dict[str, Callable[[Workspace, list[str]], int]] = {
+Command = Callable[[Workspace, list[str]], int]
+
+
+def _tofu_command(name: str) -> Command:
+    return lambda ws, args: run_tofu(name, args, ws)
+
+
+COMMANDS: dict[str, Command] = {
     "synth": lambda ws, _args: (synth(ws, load(ws)), 0)[1],
     "configure": lambda ws, _args: configure(ws),
     "secrets-edit": lambda ws, _args: secrets_edit(ws),
     "verify-nodes": lambda ws, args: verify(load(ws), tcp_only="--tcp" in args),
     "demo": lambda _ws, args: run_demo(keep="--keep" in args),
-    **{name: (lambda ws, args, name=name: run_tofu(name, args, ws)) for name in TOFU_COMMANDS},
+    **{name: _tofu_command(name) for name in TOFU_COMMANDS},
 }
 
 

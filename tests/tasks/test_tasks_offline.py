@@ -175,6 +175,7 @@ def test_fmt_check_passes_on_the_project(workspace: TaskWorkspace) -> None:
     proc = workspace.task("infra:fmt-check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "already formatted" in proc.stdout + proc.stderr
+    assert "Success: no issues found in " in proc.stdout  # mypy, over the product's packages
 
 
 def test_fmt_formats_and_fmt_check_catches(workspace: TaskWorkspace, tmp_path_factory) -> None:
@@ -186,6 +187,14 @@ def test_fmt_formats_and_fmt_check_catches(workspace: TaskWorkspace, tmp_path_fa
     assert workspace.task("infra:fmt", "--", str(code)).returncode == 0
     assert messy.read_text() == 'import os\n\nx = {"a": 1}\nprint(os.sep, x)\n'
     assert workspace.task("infra:fmt-check", "--", str(code)).returncode == 0
+
+
+def test_fmt_check_catches_a_type_error(workspace: TaskWorkspace, tmp_path_factory) -> None:
+    code = tmp_path_factory.mktemp("typed")
+    (code / "typed.py").write_text('def half(n: int) -> int:\n    return n // 2\n\n\nhalf("4")\n')
+    proc = workspace.task("infra:fmt-check", "--", str(code))
+    assert proc.returncode != 0
+    assert 'Argument 1 to "half" has incompatible type "str"; expected "int"' in proc.stdout
 
 
 def test_lock_id_reaches_the_command_as_one_argument(workspace: TaskWorkspace) -> None:

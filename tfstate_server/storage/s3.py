@@ -207,7 +207,7 @@ class S3Store(Store):
 
     def _head(self, object_key: str) -> dict[str, Any] | None:
         try:
-            return self.s3.head_object(Bucket=self.bucket, Key=object_key)  # type: ignore[no-any-return]
+            return self.s3.head_object(Bucket=self.bucket, Key=object_key)
         except botocore.exceptions.ClientError as exc:
             if _is_missing(exc):
                 return None

@@ -214,7 +214,9 @@ class KubeApi:
             raise ClusterError(
                 f"cannot reach the Kubernetes API at {self.server} ({self.shown}): {_reason(exc)}"
             ) from exc
-        return found.metadata.uid != pod.uid  # a new pod of the same name: ours is gone
+        return (
+            found.metadata is None or found.metadata.uid != pod.uid
+        )  # a new pod of the same name: ours is gone
 
 
 def _node_state(node: Any) -> NodeState:

@@ -90,7 +90,8 @@ class ProxmoxApi:
         if not self._sendable:
             raise ProxmoxError(None, "the API token holds a control character (a line break?)", path)
         body = urllib.parse.urlencode(form or {}) if method in ("POST", "PUT") else None
-        headers = {"Authorization": self._authorization.encode()}
+        # urllib3 sends a bytes value as it is: the token as UTF-8, where str would be Latin-1.
+        headers: dict[str, Any] = {"Authorization": self._authorization.encode()}
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
@@ -158,9 +159,9 @@ def _message(data: Any) -> str:
 
 def _reason(exc: BaseException) -> str:
     """Why a request got no answer, in one phrase: the innermost cause urllib3 wraps."""
-    inner: BaseException | None = exc
+    inner: object = exc
     while isinstance(inner, urllib3.exceptions.HTTPError) and getattr(inner, "reason", None) is not None:
-        inner = inner.reason  # type: ignore[assignment]
+        inner = getattr(inner, "reason")  # noqa: B009 (MaxRetryError, ProtocolError... each have one)
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror
     text = str(inner or exc)

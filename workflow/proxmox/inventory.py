@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from workflow.proxmox.api import ProxmoxApi, ProxmoxError
@@ -199,18 +200,20 @@ def read_details(
     for host in sorted(set(hosts)):
         if not inv.online(host):
             continue
-        tasks.append((f"storage:{host}", lambda h=host: api.get(f"/nodes/{h}/storage")))
-        tasks.append((f"network:{host}", lambda h=host: api.get(f"/nodes/{h}/network")))
+        tasks.append((f"storage:{host}", partial(api.get, f"/nodes/{host}/storage")))
+        tasks.append((f"network:{host}", partial(api.get, f"/nodes/{host}/network")))
     for guest in inv.guests.values():
         if inv.online(guest.host):
-            tasks.append((f"config:{guest.vm_id}", lambda g=guest: api.vm_config(g.host, g.vm_id, g.kind)))
+            tasks.append(
+                (f"config:{guest.vm_id}", partial(api.vm_config, guest.host, guest.vm_id, guest.kind))
+            )
     for host, url in sorted(set(downloads)):
         if inv.online(host):
             tasks.append(
-                (f"url:{host}:{url}", lambda h=host, u=url: api.get(f"/nodes/{h}/query-url-metadata", url=u))
+                (f"url:{host}:{url}", partial(api.get, f"/nodes/{host}/query-url-metadata", url=url))
             )
     for vm_id in sorted(set(ids_to_confirm)):
-        tasks.append((f"nextid:{vm_id}", lambda i=vm_id: api.get("/cluster/nextid", vmid=i)))
+        tasks.append((f"nextid:{vm_id}", partial(api.get, "/cluster/nextid", vmid=vm_id)))
     got = _run(api, inv, tasks)
     for name, value in got.items():
         kind, _, rest = name.partition(":")

@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from workflow.errors import WorkflowError
 from workflow.proxmox.api import ProxmoxApi, ProxmoxError
@@ -110,7 +111,7 @@ class ChangeGuard:
         self.lock_timeout = lock_timeout
         self.poll = poll
 
-    def _read(self, what: Callable[[], object]) -> object:
+    def _read(self, what: Callable[[], Any]) -> Any:
         last: ProxmoxError | None = None
         for attempt in range(API_TRIES):
             try:
