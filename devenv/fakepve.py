@@ -43,6 +43,7 @@ change of what is being tested):
   getting-started guide tells users to create (workflow.proxmox.privileges.DOCUMENTED_ROLE),
   so fakepve's permission checks (on as soon as an ACL exists) apply to every request the
   provider and the workflow make. `FakePveServer(token_role=None)` gives a root token.
+  `privilege_checks` records each check made for the token (privilege, path, allowed).
 
 For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
 
@@ -182,7 +183,16 @@ class HarnessPve(SeveralHosts, FakePve):  # type: ignore[misc]
         # Called with (method, path) before each request is answered, on the fake's loop: a
         # test's fault can start at a precise request (the n-th cluster status read, ...).
         self.request_listeners: list[Callable[[str, str], None]] = []
+        # (privilege, ACL path) of every permission check Proxmox's rules made, allowed or
+        # not: what a token really needs for what a test did.
+        self.privilege_checks: list[tuple[str, str, bool]] = []
         self.vms = RecordedVms(self)
+
+    def allowed(self, user: str, path: str, priv: str) -> bool:
+        result = bool(super().allowed(user, path, priv))
+        if user.split("!")[0] != "root@pam":
+            self.privilege_checks.append((priv, path, result))
+        return result
 
     # ------------------------------------------------------------ power and Talos
 
