@@ -33,7 +33,7 @@ SKIPPABLE = ("version", "hosts", "quorum", "privileges", "storages", "bridges", 
 
 def run_preflight(
     config: InfraConfig,
-    state: StackState,
+    pull_state: Callable[[], StackState],
     api: ProxmoxApi,
     where: KeyLocator | None,
     let_go: Callable[[str], str],
@@ -42,7 +42,8 @@ def run_preflight(
     read_only: bool = False,
 ) -> Report:
     """The checks (report.CHECKS) for `config` against the cluster `api` reaches and the
-    `state`. `skip`: only the ownership checks; and for a `read_only` command (a plan),
+    state (`pull_state()`, called once the API has answered: tofu's state pull runs
+    meanwhile). `skip`: only the ownership checks; and for a `read_only` command (a plan),
     not even those when the API cannot be reached at all (an emergency, said as a warning)."""
     started = time.monotonic()
     report = Report(skipped=SKIPPABLE if skip else ())
@@ -82,6 +83,7 @@ def run_preflight(
     def cluster_key(key: str) -> str:
         return where.cluster_key(key) if where else key
 
+    state = pull_state()
     intended = ownership.intents(config, state, inv)
     new_ids = [i.new_id for i in intended if i.new_id is not None and i.new_id not in inv.guests]
     downloads = [(iso.host or proxmox.node, iso.url) for iso in config.isos]

@@ -4,6 +4,7 @@ from `tofu state pull`, the report printed, and a refusal (exit 2) when somethin
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from config import LoadResult
 from workflow.errors import WorkflowError
@@ -54,15 +55,18 @@ def gate(
     config = loaded.config
     api = api_from_env(config, tofu.env)
     try:
-        report = run_preflight(
-            config,
-            stack_state(tofu),
-            api,
-            loaded.where,
-            lambda address: task_line("state-rm", address),
-            skip=skip,
-            read_only=read_only,
-        )
+        # tofu (its start, the backend's answer) pulls the state while the API is read.
+        with ThreadPoolExecutor(1) as pool:
+            pulled = pool.submit(stack_state, tofu)
+            report = run_preflight(
+                config,
+                pulled.result,
+                api,
+                loaded.where,
+                lambda address: task_line("state-rm", address),
+                skip=skip,
+                read_only=read_only,
+            )
     finally:
         api.close()
     if as_json:
