@@ -22,7 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tfstate_server.storage.base import Store
+from tfstate_server.storage.state_store import StateStore
 
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "LOCK", "UNLOCK", "HEAD", "OPTIONS", "PATCH"})
 ROUTES = ("health", "state", "lock", "versions", "version", "other")
@@ -32,7 +32,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class _StoreCounters(Collector):
     """Counts the store keeps itself, read at scrape time."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -44,7 +44,7 @@ class _StoreCounters(Collector):
 
 
 class Metrics:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         disable_created_metrics()  # a *_created series beside each counter: noise here
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from tfstate_server.storage.base import StateKey
+from tfstate_server.names import StateKey
 
 WAIT_SECONDS = 0.1  # short against the clients' own retry backoff (>= 1 s)
 
