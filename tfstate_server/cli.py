@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             header_timeout=args.header_timeout,
             max_connections=args.max_connections,
         )
-        metrics = Metrics(config.states) if metrics_address else None
+        metrics = Metrics(config.states, config.locks) if metrics_address else None
         # uvloop: the same asyncio API, with the loop and its sockets in C.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(config, host, port, limits, tls, metrics, metrics_address))

@@ -20,7 +20,6 @@ from tfstate_server.faults import StoreFault
 from tfstate_server.locking import lockinfo
 from tfstate_server.locking.locker import Locker, LockHeld, LockNotHeld
 from tfstate_server.locking.lockinfo import InvalidLockInfo, LockInfo
-from tfstate_server.locking.waiters import LockWaiters
 from tfstate_server.metrics import METRICS, Metrics
 from tfstate_server.names import StateKey, is_valid_name
 from tfstate_server.offload import in_thread
@@ -48,7 +47,6 @@ class ServerConfig:
 
 
 CONFIG = web.AppKey("config", ServerConfig)
-WAITERS = web.AppKey("lock_waiters", LockWaiters)
 Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
 
 
@@ -207,27 +205,15 @@ async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamR
     request["tfstate_lock"] = info.id
     locks = request.app[CONFIG].locks
     metrics = request.app[METRICS]
-    waited = False
     try:
-        try:
-            await locks.acquire(key, info)
-        except LockHeld:
-            # Held by another: wait a moment for its release (see locking/waiters), then
-            # try once more.
-            waited = True
-            await request.app[WAITERS].wait(key)
-            await locks.acquire(key, info)
+        await locks.acquire(key, info)
     except LockHeld as exc:
         if metrics is not None:
-            if waited:
-                metrics.lock_waits.labels("refused").inc()
             metrics.lock_conflicts.inc()
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
     if metrics is not None:
-        if waited:
-            metrics.lock_waits.labels("granted").inc()
         metrics.lock_grants.inc()
     return web.Response(body=info.to_json(), content_type="application/json")
 
@@ -272,7 +258,6 @@ async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.Strea
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
-    request.app[WAITERS].released(key)
     return web.Response(status=200)
 
 
@@ -405,6 +390,5 @@ def make_app(
     app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[WAITERS] = LockWaiters()
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

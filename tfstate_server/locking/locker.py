@@ -23,6 +23,11 @@ class LockNotHeld(Exception):
 class Locker(abc.ABC):
     """One lock per state. A grant is exclusive across every process using the store."""
 
+    # LOCKs that met a held lock and waited a moment for its release (a metric), by
+    # outcome; a locker that never waits leaves them at 0.
+    waits_granted: int = 0
+    waits_refused: int = 0
+
     @abc.abstractmethod
     async def acquire(self, key: StateKey, info: LockInfo) -> None:
         """Take the lock, or succeed if info.id already holds it; else LockHeld."""

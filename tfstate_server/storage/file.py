@@ -31,8 +31,9 @@ from typing import ParamSpec, TypeVar
 
 from tfstate_server.faults import StoreFault, StoreMissing
 from tfstate_server.locking import lockinfo
-from tfstate_server.locking.locker import may_lock, may_unlock, may_write
+from tfstate_server.locking.locker import LockHeld, may_lock, may_unlock, may_write
 from tfstate_server.locking.lockinfo import LockInfo
+from tfstate_server.locking.waiters import LockWaiters
 from tfstate_server.names import StateKey
 from tfstate_server.offload import alone, in_thread
 from tfstate_server.statebody import StateMeta, check_md5, parse_state
@@ -153,6 +154,7 @@ class FileStore(Store):
         # grants/s under 50 contenders fell from ~230 to ~120), so with fsync it runs
         # on the loop only while no other request is in flight (see _lock_call).
         self._quick_locks = not sync_locks
+        self._waiters = LockWaiters()
         self._cache: dict[StateKey, tuple[str, bytes]] = {}
         self._lock_cache: dict[StateKey, tuple[bytes, LockInfo]] = {}
 
@@ -260,14 +262,25 @@ class FileStore(Store):
 
     async def acquire(self, key: StateKey, info: LockInfo) -> None:
         # Under contention most LOCKs meet a held lock: they see it without a thread, a
-        # flock or a write.
+        # flock or a write, and wait a moment for its release (see locking/waiters).
         holder = self.peek_lock(key)
-        if holder is not None:
-            may_lock(holder, info)
-        await self._lock_call(self.lock, key, info)
+        waited = holder is not None and holder.id != info.id
+        if waited:
+            await self._waiters.wait(key)
+            holder = self.peek_lock(key)
+            if holder is not None and holder.id != info.id:
+                self.waits_refused += 1
+                raise LockHeld(holder)
+        try:
+            await self._lock_call(self.lock, key, info)
+        except LockHeld:
+            self.waits_refused += waited
+            raise
+        self.waits_granted += waited
 
     async def release(self, key: StateKey, lock_id: str | None) -> None:
         await self._lock_call(self.unlock, key, lock_id)
+        self._waiters.released(key)  # the longest waiter in this process tries next
 
     async def _lock_call(self, method: Callable[..., None], *args: object) -> None:
         """lock/unlock on the event loop when they are quick (no fsync), or when this is
