@@ -46,7 +46,7 @@ def one_run(tmp: Path, tools: object, local_state: bool) -> dict[str, float]:
         if not local_state:
             server = StateServer(tmp / "tfstate")
             stack.callback(server.stop)
-            state = server.start()
+            state = server.start().state
         ws = TofuWorkspace(tmp / "ws", tools, pve, state=state)  # type: ignore[arg-type]
         ws.write()
         started = time.monotonic()

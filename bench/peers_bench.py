@@ -36,7 +36,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -44,9 +43,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server_bench import stop  # bench/ is on sys.path when run as a script
+from server_bench import ROOT  # bench/ is on sys.path when run as a script; it adds ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+from devenv.ports import free_port
+from devenv.state_server import StateServer, stop_process
+
 CACHE = Path.home() / ".cache" / "talos-cdktf"
 CLIENT_SRC = ROOT / "bench" / "loadclient"
 PEER_BIN = CACHE / "peers" / "bin"
@@ -62,12 +63,6 @@ class Server:
     pid: int
     replica_lock: str | None = None  # a second process on the same store (ours only)
     pids: list[int] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
@@ -90,7 +85,7 @@ def process(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Itera
     try:
         yield proc
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def start_ours(
@@ -106,21 +101,20 @@ def start_ours(
     """Our server from the checkout `root`, with the server's default logging (its
     log lines go to a file, as a service manager's would) unless log_level is given."""
     password = secrets.token_urlsafe(18)
-    env = {**os.environ, "TFSTATE_USERNAME": "bench", "TFSTATE_PASSWORD": password}
     store = tmp / name
     store.mkdir()
+    args = ["--fsync", fsync, *(["--log-level", log_level] if log_level else [])]
     ports = []
     pids = []
     for replica in range(replicas):
-        port = free_port()
-        argv = [sys.executable, "-m", "tfstate_server", "serve", "--listen", f"127.0.0.1:{port}"]
-        argv += ["--store", store.as_uri(), "--fsync", fsync]
-        argv += ["--log-level", log_level] if log_level else []
-        log = tmp / f"{name}-{replica}.log"
-        proc = stack.enter_context(process(argv, env, log, root))
-        wait_port(port, proc, log)
-        ports.append(port)
-        pids.append(proc.pid)
+        server = StateServer(
+            tmp / f"{name}-{replica}", store.as_uri(), args, username="bench", password=password, root=root
+        )
+        stack.callback(server.stop)
+        server.start()
+        assert server.proc is not None
+        ports.append(server.port)
+        pids.append(server.proc.pid)
     base = f"http://127.0.0.1:{ports[0]}/states/{{name}}"
     return Server(
         name,

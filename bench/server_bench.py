@@ -21,9 +21,6 @@ import base64
 import functools
 import http.client
 import json
-import os
-import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -39,6 +36,11 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devenv.ports import free_port  # noqa: E402
+from devenv.state_server import StateServer, stop_process  # noqa: E402
+
 USER = "bench"
 PASSWORD = uuid.uuid4().hex
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -77,33 +79,9 @@ def state(serial: int, size: int, lineage: str = "bench") -> bytes:
     return (head[:-1] + ', "resources": ' + _resources(size) + "}").encode()
 
 
-def wait_port_line(log: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {log.read_text()}")
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
-        if found:
-            return int(found.group(1))
-        time.sleep(0.05)
-    raise SystemExit("server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(20)
-
-
 @contextmanager
 def moto(tmp: Path) -> Iterator[dict[str, str]]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with open(tmp / "moto.log", "wb") as log:
         proc = subprocess.Popen(
             # One request at a time, as the tests run it: threaded moto can grant a
@@ -139,34 +117,16 @@ def moto(tmp: Path) -> Iterator[dict[str, str]]:
         ).create_bucket(Bucket="bench")
         yield env
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 @contextmanager
 def server(store: str, tmp: Path, env: dict[str, str], args: list[str]) -> Iterator[int]:
-    log = tmp / f"server-{uuid.uuid4().hex[:6]}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tfstate_server",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--store",
-                store,
-                *args,
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env, "TFSTATE_USERNAME": USER, "TFSTATE_PASSWORD": PASSWORD},
-            stdout=out,
-            stderr=out,
-        )
+    running = StateServer(tmp / f"server-{uuid.uuid4().hex[:6]}", store, args, env, USER, PASSWORD)
     try:
-        yield wait_port_line(log, proc)
+        yield running.start().port
     finally:
-        stop(proc)
+        running.stop()
 
 
 def call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tfstate_server import auth, logsetup
-from tfstate_server.app import ServerConfig
+from tfstate_server.api.app import ServerConfig
 from tfstate_server.connections import DEFAULT_MAX_CONNECTIONS
 from tfstate_server.metrics import Metrics
 from tfstate_server.statebody import HistoryPolicy
@@ -332,7 +332,8 @@ def _config(args: argparse.Namespace) -> tuple[ServerConfig, str, int]:
     except Exception as exc:
         raise UsageError(f"--store {args.store!r} is not usable: {exc}") from None
     config = ServerConfig(
-        store=store,
+        states=store,
+        locks=store,
         credentials=None if args.no_auth else credentials,
         max_state_bytes=args.max_state_bytes,
         history=HistoryPolicy(
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             header_timeout=args.header_timeout,
             max_connections=args.max_connections,
         )
-        metrics = Metrics(config.store) if metrics_address else None
+        metrics = Metrics(config.states, config.locks) if metrics_address else None
         # uvloop: the same asyncio API, with the loop and its sockets in C.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(config, host, port, limits, tls, metrics, metrics_address))

@@ -22,7 +22,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tfstate_server.storage.base import Store
+from tfstate_server.locking.locker import Locker
+from tfstate_server.storage.state_store import StateStore
 
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "LOCK", "UNLOCK", "HEAD", "OPTIONS", "PATCH"})
 ROUTES = ("health", "state", "lock", "versions", "version", "other")
@@ -30,10 +31,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class _StoreCounters(Collector):
-    """Counts the store keeps itself, read at scrape time."""
+    """Counts the stores keep themselves, read at scrape time."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore, locks: Locker) -> None:
         self.store = store
+        self.locks = locks
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
@@ -41,10 +43,18 @@ class _StoreCounters(Collector):
             "Kept versions deleted because a state had more than --keep-versions",
             value=self.store.versions_pruned,
         )
+        waits = CounterMetricFamily(
+            "tfstate_lock_waits",
+            "LOCKs that met a held lock and waited for its release, by outcome",
+            labels=["outcome"],
+        )
+        waits.add_metric(["granted"], self.locks.waits_granted)
+        waits.add_metric(["refused"], self.locks.waits_refused)
+        yield waits
 
 
 class Metrics:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore, locks: Locker) -> None:
         disable_created_metrics()  # a *_created series beside each counter: noise here
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
@@ -66,12 +76,6 @@ class Metrics:
         self.lock_conflicts = Counter(
             "tfstate_lock_conflicts", "LOCKs refused: another ID holds the lock (423)", registry=registry
         )
-        self.lock_waits = Counter(
-            "tfstate_lock_waits",
-            "LOCKs that met a held lock and waited for its release, by outcome",
-            ["outcome"],
-            registry=registry,
-        )
         self.store_errors = Counter(
             "tfstate_store_errors",
             "Store faults answered to a client, by kind: full (507) or unavailable (503)",
@@ -82,9 +86,7 @@ class Metrics:
             "tfstate_state_bytes_written", "Bytes of state bodies stored (accepted writes)", registry=registry
         )
         self.state_writes = Counter("tfstate_state_writes", "State writes stored", registry=registry)
-        registry.register(_StoreCounters(store))
-        for outcome in ("granted", "refused"):
-            self.lock_waits.labels(outcome)
+        registry.register(_StoreCounters(store, locks))
         for kind, status in (("full", "507"), ("unavailable", "503")):
             self.store_errors.labels(kind, status)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

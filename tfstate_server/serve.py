@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tfstate_server.app import ServerConfig, make_app
+from tfstate_server.api.app import ServerConfig, make_app
+from tfstate_server.api.drain import Drain
 from tfstate_server.connections import (
     DEFAULT_MAX_CONNECTIONS,
     ConnectionGuard,
@@ -19,7 +20,6 @@ from tfstate_server.connections import (
     connection_cap,
     raise_open_file_limit,
 )
-from tfstate_server.drain import Drain
 from tfstate_server.heap import keep_freed_memory
 from tfstate_server.metrics import Metrics
 from tfstate_server.tls import ServerTLS
@@ -117,7 +117,7 @@ async def serve(
             address = sock.getsockname()
             bound_host, bound_port = address[0], address[1]
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-            log.info("listening on %s://%s:%d store=%s", scheme, shown, bound_port, config.store.url)
+            log.info("listening on %s://%s:%d store=%s", scheme, shown, bound_port, config.states.url)
         if tls is not None:
             log.info(
                 "TLS 1.2+ with %s%s (re-read on SIGHUP)",
@@ -145,5 +145,7 @@ async def serve(
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         executor.shutdown(wait=True)
-        config.store.close()
+        config.states.close()
+        if config.locks is not config.states:
+            config.locks.close()
     log.info("stopped")

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tfstate_harness import ROOT, Moto, Paths, Server, running_moto, running_server
+from tfstate_harness import Moto, Paths, Server, running_moto, running_server
 
 from devenv.seaweedfs import SeaweedFS, running_seaweedfs, seaweedfs_binary
-
-SETUP_TOOLS = ROOT / "scripts" / "setup-tools"
+from workflow.setup_tools import ToolsError, ensure_tools
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,33 +20,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.server)
 
 
-def _parse_exports(text: str) -> dict[str, str]:
-    """`export NAME=value` lines as printed by scripts/setup-tools (shell-quoted, may
-    reference $PATH)."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        words = shlex.split(line)
-        if len(words) != 2 or words[0] != "export" or "=" not in words[1]:
-            continue
-        name, value = words[1].split("=", 1)
-        env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
-    return env
-
-
 @pytest.fixture(scope="session")
 def tools_env() -> dict[str, str]:
-    """PATH and TF_CLI_CONFIG_FILE with OpenTofu, from scripts/setup-tools."""
-    if not SETUP_TOOLS.exists():
-        pytest.fail(f"{SETUP_TOOLS} is missing: it provides the tofu binary these tests need")
-    result = subprocess.run([str(SETUP_TOOLS)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    if result.returncode != 0:
-        pytest.fail(f"scripts/setup-tools failed ({result.returncode}):\n{result.stderr}")
-    env = _parse_exports(result.stdout)
-    tofu = shutil.which("tofu", path=env.get("PATH", os.environ.get("PATH")))
-    if tofu is None:
-        pytest.fail(f"scripts/setup-tools did not put tofu on PATH:\n{result.stdout}")
-    env["TOFU"] = tofu
-    return env
+    """PATH and TF_CLI_CONFIG_FILE with OpenTofu (the project's tool finder), and TOFU."""
+    try:
+        tools = ensure_tools()
+    except ToolsError as exc:
+        pytest.fail(f"the tofu binary these tests need is not available: {exc}")
+    return {**tools.env, "TOFU": tools.tofu}
 
 
 @pytest.fixture(scope="session")

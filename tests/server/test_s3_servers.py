@@ -48,7 +48,7 @@ from tfstate_harness import (
 )
 
 from devenv.seaweedfs import KeyedEndpoint, Keys, SeaweedFS
-from tfstate_server.storage.base import StateKey
+from tfstate_server.names import StateKey
 from tfstate_server.storage.s3 import PROBE_NAME, S3Store
 
 PREFIX = "team"

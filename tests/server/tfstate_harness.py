@@ -10,7 +10,6 @@ import base64
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -21,20 +20,22 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devenv.ports import free_port as free_port
+from devenv.state_server import STOP_TIMEOUT, StateServer
+from devenv.state_server import stop_process as stop_process
+from workflow.setup_tools import ROOT as ROOT
 
 # Terraform is a second real client where it is installed (it sends an empty UNLOCK body
 # on force-unlock); tofu always runs.
 TERRAFORM = shutil.which("terraform")
 
-ROOT = Path(__file__).resolve().parents[2]
 USER = "alice"
 PASSWORD = "pw-" + uuid.uuid4().hex  # unique, so a leak into any log is detectable
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 20.0
-_LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+)")
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -46,24 +47,6 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
-    """Signal proc (by pid) and wait; SIGKILL if it does not stop in time."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-    return proc.returncode
 
 
 # -- HTTP ---------------------------------------------------------------------------
@@ -165,80 +148,13 @@ class Paths:
 # -- the server ---------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    store: str
-    workdir: Path
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-    open_files: int | None = None  # RLIMIT_NOFILE of the server process, if set
+@dataclass(eq=False)
+class Server(StateServer):
+    """The one launcher (devenv.state_server) as the tests' user, with requests to it."""
+
+    username: str = USER
+    password: str = PASSWORD
     context: ssl.SSLContext | None = None  # for requests to a server started with TLS
-    _starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
-
-    def start(self) -> Server:
-        """Start (or restart, on the same port) and wait until it listens."""
-        assert self.proc is None or self.proc.poll() is not None
-        self._starts += 1
-        self.log_path = self.workdir / f"server-{self._starts}.log"
-        env = {**os.environ, "TFSTATE_USERNAME": USER, "TFSTATE_PASSWORD": PASSWORD, **self.env}
-        cmd = [
-            sys.executable,
-            "-m",
-            "tfstate_server",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            "--store",
-            self.store,
-            *self.args,
-        ]
-        limit = self.open_files
-
-        def limit_open_files() -> None:
-            if limit is not None:
-                import resource
-
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=log, stderr=log, preexec_fn=limit_open_files
-            )
-
-        def listening() -> int | None:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            assert self.log_path is not None
-            found = _LISTENING.search(self.log_path.read_text(errors="replace"))
-            return int(found.group(1)) if found else None
-
-        self.port = wait_until(listening, START_TIMEOUT, "the server to listen")
-        return self
-
-    def log(self) -> str:
-        """Everything this server object's processes logged so far."""
-        parts = []
-        for number in range(1, self._starts + 1):
-            path = self.workdir / f"server-{number}.log"
-            if path.exists():
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        return stop_process(self.proc)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(STOP_TIMEOUT)
 
     def request(self, method: str, path: str, body: bytes | None = None, **kw: Any) -> Reply:
         kw.setdefault("context", self.context)
@@ -260,14 +176,11 @@ def running_server(
     context: ssl.SSLContext | None = None,
     **env: str,
 ) -> Iterator[Server]:
-    server = Server(
-        store=store, workdir=workdir, args=list(args), env=dict(env), open_files=open_files, context=context
-    )
+    server = Server(workdir, store, list(args), dict(env), open_files=open_files, context=context)
     try:
         yield server.start()
     finally:
-        if server.proc is not None:
-            stop_process(server.proc)
+        server.stop()
 
 
 # -- moto ---------------------------------------------------------------------------

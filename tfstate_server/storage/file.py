@@ -29,23 +29,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from tfstate_server import lockinfo
-from tfstate_server.lockinfo import LockInfo
-from tfstate_server.statebody import StateMeta, parse_state
-from tfstate_server.storage.base import (
-    HistoryCheck,
-    Staged,
-    StateKey,
-    Store,
-    StoreFault,
-    StoreMissing,
-    VersionInfo,
-    WouldBlock,
-    WriteRequest,
-    may_lock,
-    may_unlock,
-    may_write,
-)
+from tfstate_server.faults import StoreFault, StoreMissing
+from tfstate_server.locking import lockinfo
+from tfstate_server.locking.locker import LockHeld, may_lock, may_unlock, may_write
+from tfstate_server.locking.lockinfo import LockInfo
+from tfstate_server.locking.waiters import LockWaiters
+from tfstate_server.names import StateKey
+from tfstate_server.offload import alone, in_thread
+from tfstate_server.statebody import StateMeta, check_md5, parse_state
+from tfstate_server.storage import Store
+from tfstate_server.storage.state_store import HistoryCheck, VersionInfo, WriteRequest
 from tfstate_server.storage.writeback import start_writeback
 
 LOCK = "lock.json"
@@ -130,7 +123,13 @@ def write_file(
         os.close(fd)
 
 
-class FileStaged(Staged):
+class WouldBlock(Exception):
+    """A call with wait=False would have to wait for another holder of the state's mutex."""
+
+
+class FileStaged:
+    """A write's temp file, written and synced outside the state's mutex."""
+
     def __init__(self, request: WriteRequest, directory: Path, tmp: Path) -> None:
         self.request = request
         self.directory = directory
@@ -152,9 +151,10 @@ class FileStore(Store):
         self.sync_locks = sync_locks
         # Without fsync a lock or unlock is a few syscalls: fine on the event loop. An
         # fsync is not: under I/O contention it stalls every other request (measured:
-        # grants/s under 50 contenders fell from ~230 to ~120).
-        self.quick_locks = not sync_locks
-        self.local_locks = True
+        # grants/s under 50 contenders fell from ~230 to ~120), so with fsync it runs
+        # on the loop only while no other request is in flight (see _lock_call).
+        self._quick_locks = not sync_locks
+        self._waiters = LockWaiters()
         self._cache: dict[StateKey, tuple[str, bytes]] = {}
         self._lock_cache: dict[StateKey, tuple[bytes, LockInfo]] = {}
 
@@ -254,7 +254,60 @@ class FileStore(Store):
         # A lineage only stored as a hash: read it from the state (unusual lineages only).
         return parse_state((directory / version.filename).read_bytes())
 
+    # -- quicker paths than a thread (see Store) ---------------------------------------
+
+    async def get(self, key: StateKey) -> bytes | None:
+        body = self.peek_state(key)
+        return body if body is not None else await in_thread(self.read_state, key)
+
+    async def acquire(self, key: StateKey, info: LockInfo) -> None:
+        # Under contention most LOCKs meet a held lock: they see it without a thread, a
+        # flock or a write, and wait a moment for its release (see locking/waiters).
+        holder = self.peek_lock(key)
+        waited = holder is not None and holder.id != info.id
+        if waited:
+            await self._waiters.wait(key)
+            holder = self.peek_lock(key)
+            if holder is not None and holder.id != info.id:
+                self.waits_refused += 1
+                raise LockHeld(holder)
+        try:
+            await self._lock_call(self.lock, key, info)
+        except LockHeld:
+            self.waits_refused += waited
+            raise
+        self.waits_granted += waited
+
+    async def release(self, key: StateKey, lock_id: str | None) -> None:
+        await self._lock_call(self.unlock, key, lock_id)
+        self._waiters.released(key)  # the longest waiter in this process tries next
+
+    async def _lock_call(self, method: Callable[..., None], *args: object) -> None:
+        """lock/unlock on the event loop when they are quick (no fsync), or when this is
+        the only request in flight (the fsyncs then hold up no other request), unless
+        they would wait for another holder of the state's mutex; else in a thread."""
+        if self._quick_locks or alone():
+            try:
+                return method(*args, wait=False)
+            except WouldBlock:
+                pass
+        await in_thread(method, *args)
+
     # -- state -----------------------------------------------------------------------
+
+    def write(self, write: WriteRequest, lock_id: str | None, check: HistoryCheck) -> int:
+        """put, in one thread (each hop costs scheduler waits on a busy machine): the
+        temp file is written, its MD5 checked while the disk writes it, synced and
+        committed; a mismatch removes the temp file."""
+        try:
+            staged = self.stage(write)
+        except StoreFault:
+            check_md5(write.body, write.content_md5)  # a refused body is the client's 400
+            raise
+        try:
+            return self.commit(staged, lock_id, check)
+        finally:
+            staged.discard()  # a no-op once committed
 
     @_store_io
     def read_state(self, key: StateKey) -> bytes | None:
@@ -285,9 +338,12 @@ class FileStore(Store):
         return cached[1] if newest == cached[0] and _VERSION.fullmatch(newest) else None
 
     @_store_io
-    def stage(self, request: WriteRequest, verify: Callable[[], None] = lambda: None) -> FileStaged:
+    def stage(self, request: WriteRequest) -> FileStaged:
+        """The body in a synced temp file; its MD5 is checked while the disk writes it
+        (InvalidState: nothing is left behind)."""
         directory = self._ensure_dir(request.key)
         tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        verify = functools.partial(check_md5, request.body, request.content_md5)
         try:
             write_file(tmp, [request.body], self.sync_state, verify)
         except BaseException:
@@ -297,8 +353,8 @@ class FileStore(Store):
         return FileStaged(request, directory, tmp)
 
     @_store_io
-    def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
-        assert isinstance(staged, FileStaged)
+    def commit(self, staged: FileStaged, lock_id: str | None, check: HistoryCheck) -> int:
+        meta = staged.request.meta
         directory = staged.directory
         with self._mutex(directory):
             holder = self._read_lock_in(directory)

@@ -36,21 +36,14 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from tfstate_server import lockinfo
-from tfstate_server.lockinfo import LockInfo
-from tfstate_server.statebody import StateConflict, StateMeta, parse_state
-from tfstate_server.storage.base import (
-    HistoryCheck,
-    Staged,
-    StateKey,
-    Store,
-    StoreFault,
-    VersionInfo,
-    WriteRequest,
-    may_lock,
-    may_unlock,
-    may_write,
-)
+from tfstate_server.faults import StoreFault
+from tfstate_server.locking import lockinfo
+from tfstate_server.locking.locker import may_lock, may_unlock, may_write
+from tfstate_server.locking.lockinfo import LockInfo
+from tfstate_server.names import StateKey
+from tfstate_server.statebody import StateConflict, StateMeta, check_md5, parse_state
+from tfstate_server.storage import Store
+from tfstate_server.storage.state_store import HistoryCheck, VersionInfo, WriteRequest
 
 # Conditional requests lose to a concurrent writer: re-read and retry a few times.
 MAX_ATTEMPTS = 10
@@ -117,15 +110,9 @@ class _Current:
     head: dict[str, Any]
 
 
-class S3Staged(Staged):
-    def __init__(self, request: WriteRequest) -> None:
-        self.request = request
-
-    def discard(self) -> None:
-        pass
-
-
 class S3Store(Store):
+    """States, versions and locks in a bucket (see the module docstring)."""
+
     def __init__(self, bucket: str, prefix: str, *, keep_versions: int, client: Any | None = None) -> None:
         self.url = f"s3://{bucket}/{prefix}"
         self.bucket = bucket
@@ -201,10 +188,6 @@ class S3Store(Store):
         got = self._get(self._state_key(key))
         return None if got is None else got[0]
 
-    def stage(self, request: WriteRequest, verify: Callable[[], None] = lambda: None) -> S3Staged:
-        verify()
-        return S3Staged(request)
-
     def _head(self, object_key: str) -> dict[str, Any] | None:
         try:
             return self.s3.head_object(Bucket=self.bucket, Key=object_key)
@@ -233,9 +216,14 @@ class S3Store(Store):
     def _version_key(self, key: StateKey, number: int) -> str:
         return f"{self._history_prefix(key)}{number:010d}"
 
+    def write(self, request: WriteRequest, lock_id: str | None, check: HistoryCheck) -> int:
+        """put, blocking: the body's MD5 first, then the conditional writes."""
+        check_md5(request.body, request.content_md5)
+        return self._commit(request, lock_id, check)
+
     @_store_io
-    def commit(self, staged: Staged, meta: StateMeta, lock_id: str | None, check: HistoryCheck) -> int:
-        request = staged.request
+    def _commit(self, request: WriteRequest, lock_id: str | None, check: HistoryCheck) -> int:
+        meta = request.meta
         key = request.key
         for _ in range(MAX_ATTEMPTS):
             holder = self.read_lock(key)
@@ -389,7 +377,7 @@ class S3Store(Store):
         return None if got is None else got[0]
 
     @_store_io
-    def lock(self, key: StateKey, info: LockInfo, wait: bool = True) -> None:
+    def lock(self, key: StateKey, info: LockInfo) -> None:
         for _ in range(MAX_ATTEMPTS):
             try:
                 self.s3.put_object(
@@ -411,7 +399,7 @@ class S3Store(Store):
         raise StateConflict("the lock changed repeatedly; try again")
 
     @_store_io
-    def unlock(self, key: StateKey, lock_id: str | None, wait: bool = True) -> None:
+    def unlock(self, key: StateKey, lock_id: str | None) -> None:
         for _ in range(MAX_ATTEMPTS):
             got = self._read_lock_with_etag(key)
             if got is None:

@@ -8,40 +8,26 @@ import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from tfstate_server import lockinfo
-from tfstate_server.accesslog import access_log_middleware
+from tfstate_server.api.accesslog import access_log_middleware
+from tfstate_server.api.drain import Drain
 from tfstate_server.auth import REALM_HEADER, Credentials
-from tfstate_server.drain import Drain
-from tfstate_server.lockinfo import InvalidLockInfo, LockInfo
-from tfstate_server.lockwait import LockWaiters
+from tfstate_server.faults import StoreFault
+from tfstate_server.locking import lockinfo
+from tfstate_server.locking.locker import Locker, LockHeld, LockNotHeld
+from tfstate_server.locking.lockinfo import InvalidLockInfo, LockInfo
 from tfstate_server.metrics import METRICS, Metrics
-from tfstate_server.names import is_valid_name
+from tfstate_server.names import StateKey, is_valid_name
+from tfstate_server.offload import in_thread
 from tfstate_server.ratelog import RateLimitedLog
-from tfstate_server.statebody import (
-    HistoryPolicy,
-    InvalidState,
-    StateConflict,
-    StateMeta,
-    check_md5,
-    parse_state,
-)
-from tfstate_server.storage.base import (
-    LockHeld,
-    LockNotHeld,
-    StateKey,
-    Store,
-    StoreFault,
-    WouldBlock,
-    WriteRequest,
-)
+from tfstate_server.statebody import HistoryPolicy, InvalidState, StateConflict, StateMeta, parse_state
+from tfstate_server.storage.state_store import StateStore, WriteRequest
 
 log = logging.getLogger("tfstate_server")
-T = TypeVar("T")
 ANONYMOUS = "anonymous"  # the namespace when auth is off
 STORE_ERRORS = RateLimitedLog(log, "store errors")
 # Larger bodies are checked in a thread, so the event loop never stalls for long.
@@ -50,7 +36,8 @@ INLINE_PARSE_BYTES = 4 << 20
 
 @dataclass(frozen=True)
 class ServerConfig:
-    store: Store
+    states: StateStore
+    locks: Locker
     credentials: Credentials | None  # None: no auth (explicitly asked for)
     max_state_bytes: int
     history: HistoryPolicy
@@ -60,8 +47,6 @@ class ServerConfig:
 
 
 CONFIG = web.AppKey("config", ServerConfig)
-WAITERS = web.AppKey("lock_waiters", LockWaiters)
-DRAIN: web.AppKey[Drain | None] = web.AppKey("drain")  # counts the requests in flight
 Handler = Callable[[web.Request, StateKey, list[str]], Awaitable[web.StreamResponse]]
 
 
@@ -85,27 +70,6 @@ def _error(status: int, message: str) -> web.Response:
 def _locked(holder: LockInfo) -> web.Response:
     # Clients parse a 423 body as LockInfo to tell the user who holds the lock.
     return web.Response(status=423, body=holder.to_json(), content_type="application/json")
-
-
-async def _blocking(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
-
-
-async def _lock_call(request: web.Request, method: Callable[..., None], *args: Any) -> None:
-    """lock/unlock: on the event loop for a store whose locks are quick local I/O (a
-    thread hop costs two scheduler waits, which dominate on a busy machine), or local
-    I/O with fsyncs while this is the only request in flight (the fsyncs then hold up
-    no other request; under contention they go to a thread, as an fsync on the loop
-    would stall every other request), unless they would wait for another holder of the
-    store's mutex; else in a thread."""
-    store = request.app[CONFIG].store
-    drain = request.app[DRAIN]
-    if store.quick_locks or (store.local_locks and drain is not None and drain.active <= 1):
-        try:
-            return method(*args, wait=False)
-        except WouldBlock:
-            pass
-    await _blocking(method, *args)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -145,10 +109,7 @@ async def _read_body_now(request: web.Request, limit: int) -> bytes | None:
 
 
 async def get_state(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
-    store = request.app[CONFIG].store
-    body = store.peek_state(key)
-    if body is None:
-        body = await _blocking(store.read_state, key)
+    body = await request.app[CONFIG].states.get(key)
     if body is None:
         return web.Response(status=204)  # no state yet
     return web.Response(body=body, content_type="application/json")
@@ -183,36 +144,26 @@ async def post_state(request: web.Request, key: StateKey, _: list[str]) -> web.S
         return _error(413, f"state larger than {config.max_state_bytes} bytes")
     if not body:
         return _error(400, "empty body")
-    md5 = request.headers.get("Content-MD5")
-    store = config.store
-    write = WriteRequest(key=key, body=body, who=request["tfstate_user"], created=lockinfo.now_rfc3339())
     # The JSON check is fast (simdjson): done first, so a body it refuses never touches the
-    # store. Then one thread does the rest (one hop: each costs scheduler waits on a busy
-    # machine): it writes the temp file, checks the MD5 while the disk writes it, syncs
-    # it and commits; a mismatch removes the temp file.
+    # store, which checks the Content-MD5 as it stores the body.
     try:
         if len(body) <= INLINE_PARSE_BYTES:
             meta = parse_state(body)
         else:
-            meta = await _blocking(parse_state, body)
+            meta = await in_thread(parse_state, body)
     except InvalidState as exc:
         return _error(400, str(exc))
-    verify = functools.partial(check_md5, body, md5)
-
-    def store_it() -> int:
-        try:
-            staged = store.stage(write, verify)
-        except StoreFault:
-            verify()  # a refused body is the client's 400 whatever the store's state
-            raise
-        try:
-            check = functools.partial(_check_history, config.history, meta)
-            return store.commit(staged, meta, lock_id, check)
-        finally:
-            staged.discard()  # a no-op once committed
-
+    write = WriteRequest(
+        key=key,
+        body=body,
+        meta=meta,
+        who=request["tfstate_user"],
+        created=lockinfo.now_rfc3339(),
+        content_md5=request.headers.get("Content-MD5"),
+    )
+    check = functools.partial(_check_history, config.history, meta)
     try:
-        version = await _blocking(store_it)
+        version = await config.states.put(write, lock_id, check)
     except InvalidState as exc:
         return _error(400, str(exc))
     except LockHeld as exc:
@@ -237,7 +188,7 @@ def _check_history(policy: HistoryPolicy, new: StateMeta, current: StateMeta | N
 
 
 async def get_lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
-    holder = await _blocking(request.app[CONFIG].store.read_lock, key)
+    holder = await request.app[CONFIG].locks.holder(key)
     if holder is None:
         return web.Response(status=204)
     return web.Response(body=holder.to_json(), content_type="application/json")
@@ -252,34 +203,17 @@ async def lock(request: web.Request, key: StateKey, _: list[str]) -> web.StreamR
     except InvalidLockInfo as exc:
         return _error(400, str(exc))
     request["tfstate_lock"] = info.id
-    store = request.app[CONFIG].store
+    locks = request.app[CONFIG].locks
     metrics = request.app[METRICS]
-    # Under contention most LOCKs meet a held lock: they see it without a thread, a
-    # flock or a write, and wait a moment for its release (see lockwait).
-    holder = store.peek_lock(key)
-    waited = False
-    if holder is not None and holder.id != info.id:
-        waited = True
-        await request.app[WAITERS].wait(key)
-        holder = store.peek_lock(key)
-        if holder is not None and holder.id != info.id:
-            if metrics is not None:
-                metrics.lock_waits.labels("refused").inc()
-                metrics.lock_conflicts.inc()
-            return _locked(holder)
     try:
-        await _lock_call(request, store.lock, key, info)
+        await locks.acquire(key, info)
     except LockHeld as exc:
         if metrics is not None:
-            if waited:
-                metrics.lock_waits.labels("refused").inc()
             metrics.lock_conflicts.inc()
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
     if metrics is not None:
-        if waited:
-            metrics.lock_waits.labels("granted").inc()
         metrics.lock_grants.inc()
     return web.Response(body=info.to_json(), content_type="application/json")
 
@@ -314,17 +248,16 @@ async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.Strea
         lock_id = None
         request["tfstate_lock"] = "(force)"
         if not config.allow_force_unlock:
-            holder = await _blocking(config.store.read_lock, key)
+            holder = await config.locks.holder(key)
             if holder is None:
                 return web.Response(status=200)
             return _locked(holder)
     try:
-        await _lock_call(request, config.store.unlock, key, lock_id)
+        await config.locks.release(key, lock_id)
     except LockHeld as exc:
         return _locked(exc.holder)
     except StateConflict as exc:
         return _error(409, str(exc))
-    request.app[WAITERS].released(key)
     return web.Response(status=200)
 
 
@@ -332,7 +265,7 @@ async def unlock(request: web.Request, key: StateKey, _: list[str]) -> web.Strea
 
 
 async def list_versions(request: web.Request, key: StateKey, _: list[str]) -> web.StreamResponse:
-    versions = await _blocking(request.app[CONFIG].store.list_versions, key)
+    versions = await request.app[CONFIG].states.versions(key)
     return _json([v.to_json() for v in versions])
 
 
@@ -340,7 +273,7 @@ async def get_version(request: web.Request, key: StateKey, rest: list[str]) -> w
     # isdigit() alone would let "²" or Arabic-Indic digits through to int().
     if not (rest[0].isascii() and rest[0].isdigit()) or len(rest[0]) > 19:
         return _error(400, "serial must be a non-negative integer of ASCII digits")
-    body = await _blocking(request.app[CONFIG].store.read_version, key, int(rest[0]))
+    body = await request.app[CONFIG].states.version(key, int(rest[0]))
     if body is None:
         return _error(404, f"no kept version with serial {rest[0]}")
     return web.Response(body=body, content_type="application/json")
@@ -457,7 +390,5 @@ def make_app(
     app = web.Application(middlewares=middlewares, client_max_size=1 << 40)
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[WAITERS] = LockWaiters()
-    app[DRAIN] = drain
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -1,4 +1,5 @@
-"""A LOCK that meets a held lock waits a moment for its release before the 423.
+"""A LOCK that meets a held lock waits a moment for its release before the 423 (the
+file store's; an S3 store sees a held lock only by trying, and answers at once).
 
 Under contention, contenders answered at once retry at once: the event loop then spends
 its time refusing them and the holder's UNLOCK queues behind them. Held briefly instead,
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from tfstate_server.storage.base import StateKey
+from tfstate_server.names import StateKey
 
 WAIT_SECONDS = 0.1  # short against the clients' own retry backoff (>= 1 s)
 
@@ -43,10 +44,21 @@ class LockWaiters:
                 del self._queues[key]
 
     def released(self, key: StateKey) -> None:
-        """Wake the longest waiter for this state."""
+        """Wake the longest waiter for this state. Called on an event loop; the waiter
+        may be on another thread's loop (a store shared by several, as in tests)."""
         queue = self._queues.get(key)
         while queue:
             future = queue.popleft()
             if not future.done():
-                future.set_result(None)
+                loop = future.get_loop()
+                if loop is asyncio.get_running_loop():
+                    future.set_result(None)
+                else:
+                    with contextlib.suppress(RuntimeError):  # that loop is closed
+                        loop.call_soon_threadsafe(_wake, future)
                 return
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -12,6 +12,8 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tfstate_server.offload import IN_FLIGHT
+
 
 class Drain:
     def __init__(self) -> None:
@@ -24,6 +26,7 @@ class Drain:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.active += 1
         self._idle.clear()
+        IN_FLIGHT.set(self.in_flight)  # stores read it to choose the loop or a thread
         try:
             response = await handler(request)
             if self.stopping:
@@ -33,6 +36,9 @@ class Drain:
             self.active -= 1
             if self.active == 0:
                 self._idle.set()
+
+    def in_flight(self) -> int:
+        return self.active
 
     async def wait_idle(self, timeout: float) -> bool:
         """Stop taking keep-alive requests gracefully; True if all finished in time."""

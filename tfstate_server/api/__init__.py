@@ -1,0 +1,1 @@
+"""The HTTP API: routes (app), request counting for shutdown (drain) and the access log."""

@@ -1,0 +1,1 @@
+"""Locks on states: the interface (locker), the LockInfo format and in-process waiting."""
