@@ -1,9 +1,15 @@
 """A local development environment on loopback: fakepve, tofu and the bpg provider.
 
-Shared by the end-to-end tests (tests/e2e) and by scripts that demonstrate the app
-without a real Proxmox VE: nothing here is shipped or used by the app itself.
+Shared by the tests, the benches and the demo, which show the app without a real
+Proxmox VE: nothing here is shipped or used by the app itself (the tools come from the
+product's own `workflow.setup_tools.ensure_tools`).
 
-- (tools: `workflow.setup_tools.ensure_tools`, the one way, shared with the product.)
-- `devenv.fakepve`: a fake Proxmox VE API (PyPI fakepve) on 127.0.0.1 with an API token.
-- `devenv.workspace`: write cluster.yaml/nodes.yaml for a fakepve, synthesize, run tofu.
+- `devenv.fakepve` (+ `fakepve_hosts`): a fake Proxmox VE API (PyPI fakepve) on
+  127.0.0.1 with several hosts and a token holding the documented role.
+- `devenv.workspace`: `TofuWorkspace`, cluster.yaml/nodes.yaml for a fakepve, synthesize,
+  run tofu.
+- `devenv.state_server`: this project's tfstate server on loopback (the one launcher).
+- `devenv.kube`: a real kube-apiserver and etcd with simulated kubelets.
+- `devenv.seaweedfs`, `devenv.serial_moto`: S3 servers for the state server's S3 store.
+- `devenv.ports`: free ports; `devenv.scan`: secrets left in files.
 """
