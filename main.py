@@ -95,7 +95,10 @@ def main() -> int:
         for warning in result.warnings:
             print(warning, file=sys.stderr)
         output = synthesize(result.config)
-    except REPORTED as exc:  # what was written is cleaned up (output_dir); jsii's node got a Ctrl-C too
+        # The new output is in place: a Ctrl-C from here on would only break the summary
+        # (an uncaught KeyboardInterrupt: a traceback, death by the signal).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except REPORTED as exc:  # what was written is cleaned up (output_dir)
         return report(exc)
     sys.stdout.write(describe(result.config, output))
     return 0

@@ -57,6 +57,7 @@ def staged_output(outdir: Path) -> Iterator[Path]:
     # Named before it exists, so that the clean-up below covers a Ctrl-C at any moment;
     # the pid lets a later run remove what a killed one (SIGKILL, power loss) left.
     staging = target.parent / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+    swapped = False
     with output_lock(outdir):
         try:
             try:
@@ -64,14 +65,16 @@ def staged_output(outdir: Path) -> Iterator[Path]:
             except OSError as exc:
                 raise output_error(outdir, exc) from exc
             yield staging
-            # A Ctrl-C while the new output goes in comes too late to undo it: the work is done.
+            # A Ctrl-C while the new output goes in comes too late to undo it: the work is
+            # done, and so it is while the previous output (now in staging) is removed.
             with _sigint_deferred():
                 _swap_in(staging, target, outdir)
+                swapped = True
         finally:
             # Interrupted half way, the clean-up would leave part of the directory behind.
             with _sigint_deferred() as pending:
                 _remove(staging)
-            if pending():
+            if pending() and not swapped:
                 raise KeyboardInterrupt
 
 

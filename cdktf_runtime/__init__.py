@@ -3,8 +3,9 @@
 jsii starts `node` when cdktf is first imported. Without Node.js, with one too old, or
 without room for the runtime's files in the temp directory, jsii fails with tracebacks
 (and more from its own clean-up at exit). Here: the Node.js check costs nothing on the
-happy path (a PATH lookup, and a preload node itself runs on start-up, which also leaves
-Ctrl-C to Python); the version is only asked for (`node --version`) to explain a failure.
+happy path (a PATH lookup, and a preload node itself runs on start-up); the version is
+only asked for (`node --version`) to explain a failure. Ctrl-C is left to Python: node
+runs in a process group of its own (node_group.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from cdktf_runtime.node_flags import add_heap_flags
+from cdktf_runtime.node_group import own_process_group_for_node
 
 # cdktf 0.21's minimum ("Minimum required Node version updated to 20.9"). The variable
 # exists so that the tests can make the Node.js at hand too old; the guard reads it too.
@@ -47,6 +49,7 @@ def load_cdktf() -> ModuleType:
     add_heap_flags()
     _add_preload()
     try:
+        own_process_group_for_node()  # Ctrl-C is Python's alone (node_group.py)
         import cdktf
     except OSError as exc:
         if exc.filename and Path(str(exc.filename)).name == Path(node).name:
@@ -71,7 +74,7 @@ def needed() -> str:
 
 def _add_preload() -> None:
     """Node runs the preload before jsii's runtime: a Node.js older than the minimum exits
-    at once (and _diagnose says why); Ctrl-C is left to Python (node_preload.js)."""
+    at once (and _diagnose says why)."""
     quoted = str(PRELOAD).replace("\\", "\\\\").replace('"', '\\"')  # NODE_OPTIONS' own quoting
     option = f'--require "{quoted}"'
     current = os.environ.get("NODE_OPTIONS", "")
@@ -105,7 +108,7 @@ def _without_preload() -> dict[str, str]:
 
 def _quiet_jsii_teardown() -> None:
     """jsii's clean-up (its process object's __del__ and its atexit hook) raises when node
-    never started or already exited (Ctrl-C reaches node too): Python would print those as
+    never started or already exited: Python would print those as
     'Exception ignored' tracebacks at exit. Only those are silenced."""
     default = sys.unraisablehook
 

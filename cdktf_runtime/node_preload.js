@@ -10,7 +10,8 @@ if (have[0] < need[0] || (have[0] === need[0] && have[1] < need[1])) {
   process.exit(78);
 }
 
-// Ctrl-C reaches node too (same process group). Python handles it and then stops the
-// runtime through jsii's own channel, so that node removes its temp files and prints
-// no "ECONNRESET" stack; node also exits when Python's end of that channel closes.
+// Ctrl-C is Python's: node runs in a process group of its own (node_group.py), and Python
+// stops it through jsii's channel. Should a SIGINT reach node all the same (sent to it
+// alone, or jsii started it in Python's group), it is ignored here rather than killing
+// node mid-request; node also exits when Python's end of that channel closes.
 process.on("SIGINT", () => {});

@@ -25,6 +25,39 @@ SCHEMATIC_A = "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515"
 SCHEMATIC_B = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
 
 
+def child_pids(pid: int) -> list[int]:
+    """The running children of a process, started by any of its threads (from /proc);
+    none once it has exited."""
+    found = []
+    for thread in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (thread / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return found
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Children, their children and so on (a process tree walked once, from /proc)."""
+    found, todo = [], child_pids(pid)
+    while todo:
+        found.append(todo.pop())
+        todo.extend(child_pids(found[-1]))
+    return found
+
+
+def node_pids(pids: list[int]) -> list[int]:
+    """Those of `pids` that run node (jsii's), not a process between fork and exec."""
+    found = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "node":
+                found.append(pid)
+        except OSError:
+            continue  # exited meanwhile
+    return found
+
+
 def node(name: str, n: int, /, controller: bool = True, **extra: Any) -> dict[str, Any]:
     """A valid node entry; `n` makes its address and MAC unique."""
     return {

@@ -9,6 +9,7 @@ stack), the previous output byte for byte, no temp directories left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, ConfigDir
+from tests.support import ROOT, ConfigDir, child_pids, node_pids
 from tests.test_output_swap import leftovers, tree
 
 NEEDED = "cdktf needs Node.js 20.9 or newer"
@@ -82,13 +83,6 @@ def test_node_problems_are_one_line(previous: ConfigDir, tmp_path: Path, case, e
     assert leftovers(previous.root) == [] and list(scratch.iterdir()) == []
 
 
-def _children(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-
-
 def _maps(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/maps").read_text()
@@ -100,15 +94,16 @@ def _maps(pid: int) -> str:
 MOMENTS: dict[str, Callable[[int, Path], bool]] = {
     # pydantic's compiled core is mapped: `from config import ...` is under way
     "loading modules": lambda pid, _root: "pydantic_core" in _maps(pid),
-    "jsii's node running": lambda pid, _root: bool(_children(pid)),
+    "jsii's node running": lambda pid, _root: bool(child_pids(pid)),
     "synthesizing": lambda _pid, root: any(root.glob(".cdktf-new-*/")),
     "written, before the swap": lambda _pid, root: any(root.glob(".cdktf-new-*/stacks/proxmox/cdk.tf.json")),
 }
 
 
-def interrupt_at(moment: str, d: ConfigDir, scratch: Path) -> tuple[int, str, str] | None:
-    """Run main.py, send SIGINT to its process group at the moment; None if main.py
-    finished before the moment came (a window of milliseconds may be missed)."""
+def interrupt_at(moment: str, d: ConfigDir, scratch: Path, delay: float = 0.0) -> tuple[int, str, str] | None:
+    """Run main.py, send SIGINT to its process group `delay` seconds after the moment;
+    None if main.py finished before the moment came (a window of milliseconds may be
+    missed). Finished before the signal: exit code 0."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "main.py")],
         env={**d.env(), "TMPDIR": str(scratch)},
@@ -125,7 +120,9 @@ def interrupt_at(moment: str, d: ConfigDir, scratch: Path) -> tuple[int, str, st
         if proc.poll() is not None:
             proc.communicate()
             return None
-        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         return proc.returncode, out, err
     finally:
@@ -158,3 +155,63 @@ def test_ctrl_c_at_any_moment(previous: ConfigDir, tmp_path: Path, moment: str) 
         assert (code, out, err) == (130, "", "interrupted\n")
         assert after == before
     assert leftovers(previous.root) == [] and list(scratch.iterdir()) == []
+
+
+# Issue 21: SIGINT 0.1-0.5 s after jsii's node started printed node's `Error on jsii API
+# channel to child process: Error: read ECONNRESET` and its stack in some tries (node got
+# the signal too, from the process group). 20 moments spread over that window.
+NODE_DELAYS = [round(0.1 + 0.4 * i / 19, 3) for i in range(20)]
+
+
+def test_ctrl_c_while_node_starts_and_runs(previous: ConfigDir, tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    before = tree(previous.outdir)
+    backup = tmp_path / "backup"
+    shutil.copytree(previous.outdir, backup, symlinks=True)
+    interrupted = 0
+    for delay in NODE_DELAYS:
+        result = interrupt_at("jsii's node running", previous, scratch, delay)
+        assert result is not None, f"{delay} s: main.py finished before its node started"
+        code, out, err = result
+        if code == 0:  # finished before the signal: the new output is whole
+            assert b"16384" in tree(previous.outdir)["stacks/proxmox/cdk.tf.json"] and err == "", delay
+            shutil.rmtree(previous.outdir)
+            shutil.copytree(backup, previous.outdir, symlinks=True)
+        else:
+            interrupted += 1
+            assert (code, out, err) == (130, "", "interrupted\n"), f"SIGINT {delay} s after node started"
+            assert tree(previous.outdir) == before, delay
+        assert leftovers(previous.root) == [] and list(scratch.iterdir()) == [], delay
+    assert interrupted >= len(NODE_DELAYS) // 2, f"only {interrupted} runs were still going at the signal"
+
+
+def test_node_runs_in_a_process_group_of_its_own(example_dir: ConfigDir) -> None:
+    """Why Ctrl-C is Python's alone: jsii's node is outside the group a terminal signals
+    (cdktf_runtime/node_group.py). Fails if jsii starts node some other way."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py")],
+        env=example_dir.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (nodes := node_pids(child_pids(proc.pid))) and proc.poll() is None:
+            assert time.monotonic() < deadline, "jsii's node never started"
+            time.sleep(0.0005)
+        groups = {}
+        for child in nodes:  # exec'd: its group was set between fork and exec
+            with contextlib.suppress(ProcessLookupError):
+                groups[child] = os.getpgid(child)
+    finally:
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert groups, "main.py finished before its node could be seen"
+    assert all(group == pid != proc.pid for pid, group in groups.items()), (
+        f"jsii's node (pid: group {groups}) is not in a process group of its own (main.py: "
+        f"{proc.pid}): Ctrl-C would reach it. Has jsii changed how it starts node "
+        "(cdktf_runtime/node_group.py replaces its provider's subprocess.Popen)?"
+    )
