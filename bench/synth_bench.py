@@ -15,7 +15,8 @@ PSS shares them out) and the machine's load before and after.
 
 Goals (ratios in the same run): 6 nodes <= 1.2x the floor, 500 nodes <= 4x the floor,
 whole-tree peak RSS at 500 nodes <= 150 MB.
-Run: .venv/bin/python bench/synth_bench.py [--runs 7] [--compare LABEL=DIR ...] [--cli] [--json]
+Run: .venv/bin/python bench/synth_bench.py [--runs 7] [--sizes 6,500] [--compare LABEL=DIR ...]
+[--cli] [--json]
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 def write_config(directory: Path, count: int) -> None:
     cluster = yaml.safe_load((ROOT / "examples" / "cluster.yaml").read_text())
-    cluster["node_cidr"] = "10.0.0.0/16"
+    # Room for 500 nodes around the example's gateway and API address (10.10.0.x).
+    cluster["node_cidr"] = "10.10.0.0/16"
     nodes = [
         {
             "name": f"node-{i}",
-            "address": f"10.0.{i // 250}.{i % 250 + 2}",
+            "address": f"10.10.{i // 250 + 1}.{i % 250 + 2}",
             "controller": i < 3,
             "disk": "/dev/sda",
             "mac_addr": f"bc:24:11:00:{i // 256:02x}:{i % 256:02x}",
@@ -198,7 +200,7 @@ def build_cases(tmp: Path, args: argparse.Namespace) -> list[Case]:
     floor_env = {**base_env, "CDKTF_OUTDIR": str(tmp / "floor.out")}
     cases = [Case("floor", 0, [sys.executable, str(tmp / "floor.py")], floor_env)]
     apps = [("main.py", ROOT)] + [(label, Path(d).resolve()) for label, d in args.compare]
-    for count in SIZES:
+    for count in args.sizes:
         config = tmp / f"n{count}"
         write_config(config, count)
         env = {
@@ -209,7 +211,7 @@ def build_cases(tmp: Path, args: argparse.Namespace) -> list[Case]:
         for label, app in apps:
             out_env = {**env, "CDKTF_OUTDIR": str(tmp / f"{label}-{count}.out")}
             cases.append(Case(label, count, [sys.executable, str(app / "main.py")], out_env))
-        if args.cli and count == SIZES[0]:
+        if args.cli and count == args.sizes[0]:
             cli_out = str(tmp / "cli.out")
             cmd = ["npx", "--no-install", "cdktf", "synth", "--output", cli_out]
             cases.append(Case("cdktf synth", count, cmd, {**env, "CDKTF_OUTDIR": cli_out, "CI": "1"}))
@@ -237,6 +239,12 @@ def main() -> None:
         action="append",
         default=[],
         help="another checkout of the app to time in the same rounds (repeatable)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda v: tuple(sorted(int(n) for n in v.split(","))),
+        default=SIZES,
+        help=f"node counts, comma-separated (default {','.join(map(str, SIZES))})",
     )
     parser.add_argument("--cli", action="store_true", help="also time `npx cdktf synth` at 6 nodes")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -272,11 +280,12 @@ def main() -> None:
         if len(group := [c for c in cases if c.label == label]) > 1
     }
     by_app = {(c.label, c.nodes): c for c in cases}
-    now = by_app[("main.py", SIZES[0])], by_app[("main.py", SIZES[-1])]
+    small, large = args.sizes[0], args.sizes[-1]
+    now = by_app[("main.py", small)], by_app[("main.py", large)]
     goals = {
-        f"{SIZES[0]} nodes <= {GOAL_SMALL}x floor": now[0].wall / floor <= GOAL_SMALL,
-        f"{SIZES[-1]} nodes <= {GOAL_LARGE}x floor": now[1].wall / floor <= GOAL_LARGE,
-        f"{SIZES[-1]} nodes peak RSS <= {GOAL_RSS_MB:.0f} MB": now[1].median("rss") <= GOAL_RSS_MB,
+        f"{small} nodes <= {GOAL_SMALL}x floor": now[0].wall / floor <= GOAL_SMALL,
+        f"{large} nodes <= {GOAL_LARGE}x floor": now[1].wall / floor <= GOAL_LARGE,
+        f"{large} nodes peak RSS <= {GOAL_RSS_MB:.0f} MB": now[1].median("rss") <= GOAL_RSS_MB,
     }
     summary = {
         "runs": args.runs,
@@ -306,7 +315,9 @@ def main() -> None:
             f" {cpu:7.3f}s {cpu / cpu_floor:7.2f}x {c.median('rss'):7.1f} MB {c.median('pss'):7.1f} MB"
         )
     for label, slope in slopes.items():
-        print(f"{label}: {slope:.2f} ms per node (least squares over {', '.join(map(str, SIZES))} nodes)")
+        print(
+            f"{label}: {slope:.2f} ms per node (least squares over {', '.join(map(str, args.sizes))} nodes)"
+        )
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'NOT met'}")
 

@@ -49,12 +49,19 @@ class ProxmoxStack(cdktf.TerraformStack):
         self._outputs()
 
     def prepare_stack(self) -> None:
-        """Skips cdktf's preparing pass. Before synthesizing, cdktf renders every element
-        of every stack once to find references between stacks (and adds a local backend
-        to a stack without one). This app has one stack and always configures its backend,
-        so that pass finds nothing, yet it costs a jsii callback per resource and a second
-        resolution of the whole tree in node. tests/test_synth_calls.py checks that the
-        output is the same bytes with cdktf's pass."""
+        """cdktf's preparing pass, only when the app has another stack. Before
+        synthesizing, cdktf renders every element of every stack once to find references
+        between stacks (for which it adds outputs and remote-state data sources) and adds
+        a local backend to a stack without one. Alone in its app with its own backend,
+        this stack gains nothing from it, yet it costs a jsii callback per resource and a
+        second resolution of the whole tree in node. tests/test_synth_calls.py checks the
+        bytes against cdktf's pass, with one stack and with a second one referring to it."""
+        if self._has_other_stacks():
+            cdktf.TerraformStack.prepare_stack(self)
+
+    def _has_other_stacks(self) -> bool:
+        stacks = [c for c in self.node.scope.node.children if isinstance(c, cdktf.TerraformStack)]
+        return len(stacks) > 1
 
     def _moved_from_template_layout(self) -> None:
         """State written by the Jinja templates used for_each addresses (and the long,

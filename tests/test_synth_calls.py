@@ -137,6 +137,53 @@ def test_skipping_cdktf_prepare_pass_changes_no_byte(tmp_path: Path, name: str) 
     assert synth_with_cdktf_prepare(d, tmp_path / "cdktf") == ours.read_bytes()
 
 
+def synth_beside_another_stack(
+    d: ConfigDir, outdir: Path, stack_class: type[ProxmoxStack], refer: str
+) -> dict:
+    """The stack and a second one in one app; `refer`: which refers to the other's
+    resources ("none", "to ours": the second outputs a VM's id, "from ours": this stack
+    outputs the id of a file in the second). Returns both stacks' cdk.tf.json by name."""
+    from constructs_lib.bindings.proxmox import DownloadFile, ProxmoxProvider
+
+    config = load_config(ConfigPaths(d.cluster, d.nodes)).config
+    app = cdktf.App(outdir=str(outdir))
+    ours = stack_class(app, config, outdir / "stacks" / config.backend.state_name)
+    other = cdktf.TerraformStack(app, "other")
+    cdktf.LocalBackend(other, path="other.tfstate")
+    if refer == "to ours":
+        cdktf.TerraformOutput(other, "first_vm", value=ours.vms[0].vm_id)
+    elif refer == "from ours":
+        ProxmoxProvider(other, "provider", endpoint="https://127.0.0.1:8006/")
+        file = DownloadFile(
+            other,
+            "file",
+            content_type="iso",
+            datastore_id="local",
+            node_name="pve1",
+            url="https://example.com/x.iso",
+        )
+        cdktf.TerraformOutput(ours, "other_file", value=file.id)
+    app.synth()
+    return {
+        name: json.loads((outdir / "stacks" / name / "cdk.tf.json").read_bytes())
+        for name in ("proxmox", "other")
+    }
+
+
+@pytest.mark.parametrize("refer", ["none", "to ours", "from ours"])
+def test_a_second_stack_and_references_between_stacks_work(tmp_path: Path, refer: str) -> None:
+    """ProxmoxStack skips cdktf's preparing pass only when alone in its app: beside
+    another stack, references between the two are what that pass is for."""
+    d = ConfigDir(tmp_path)
+    d.write(BASE_CLUSTER, nodes_cycling(2))
+    ours = synth_beside_another_stack(d, tmp_path / "ours", ProxmoxStack, refer)
+    with_cdktf = synth_beside_another_stack(d, tmp_path / "cdktf", CdktfPreparedStack, refer)
+    assert ours == with_cdktf, f"{refer}: the stacks differ from what cdktf's own preparing pass makes"
+    consumer = {"none": None, "to ours": "other", "from ours": "proxmox"}[refer]
+    if consumer is not None:  # the reference went through remote state, not a bare address
+        assert "terraform_remote_state" in ours[consumer].get("data", {}), ours[consumer]
+
+
 def test_vm_id_reference_is_what_the_token_renders_to(tmp_path: Path) -> None:
     """The outputs build `${<vm address>.vm_id}` themselves instead of asking cdktf."""
     d = ConfigDir(tmp_path)
@@ -153,23 +200,84 @@ def test_vm_id_reference_is_what_the_token_renders_to(tmp_path: Path) -> None:
         assert outputs["node_vm_ids"]["value"][vm.spec.name] == vm.reference("vm_id")
 
 
-def test_main_leaves_no_process_or_temporary_file(tmp_path: Path, example_dir: ConfigDir) -> None:
-    """main.py skips the interpreter's teardown; jsii's exit hook still stops node and
-    removes the runtime it unpacked into the temporary directory."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "main.py")],
-        env={**example_dir.env(), "TMPDIR": str(tmp)},
-        cwd=example_dir.root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "Synthesized stack 'proxmox'" in proc.stdout  # flushed before the quick exit
-    assert list(tmp.iterdir()) == []
-    assert processes_mentioning(str(tmp)) == []
+# Values with template syntax, and what cdktf's own escaping (Fn.rawString, made for HCL
+# expressions) writes for them where it differs from a literal for tofu's JSON syntax.
+LITERALS = ["a${var.x}b", "${path.module}", "$${kept}", "x${a}${b}y"]
+RAW_STRING_DIFFERS = {
+    "x%{ if true }y": "x%{ if true }y",  # a template directive, left for tofu to evaluate
+    'q"uote': 'q\\"uote',  # a backslash added to the value
+    "nl\nx": "nl\\nx",  # a newline turned into backslash and n
+}
+
+
+def test_bindings_escape_as_cdktf_does_where_cdktf_can(tmp_path: Path) -> None:
+    """The bindings write every string as a literal (`$${`, `%%{`: _base.to_terraform).
+    cdktf leaves a plain string as it is, so the escape is done once; its Fn.rawString
+    escapes `${` the same way but not `%{`, and it rewrites quotes and newlines, so it
+    cannot replace the bindings' escape (which also costs no jsii round trip)."""
+    from constructs_lib.bindings.proxmox import DownloadFile, ProxmoxProvider
+
+    app = cdktf.App(outdir=str(tmp_path))
+    stack = cdktf.TerraformStack(app, "s")
+    ProxmoxProvider(stack, "provider")
+    values = [*LITERALS, *RAW_STRING_DIFFERS]
+    for i, value in enumerate(values):
+        DownloadFile(stack, f"ours{i}", content_type="iso", datastore_id=value, node_name="n", url="u")
+        raw = cdktf.Fn.raw_string(value)
+        DownloadFile(stack, f"cdktf{i}", content_type="iso", datastore_id=raw, node_name="n", url="u")
+        cdktf.TerraformOutput(stack, f"plain{i}", value=value)
+    app.synth()
+    synthesized = json.loads((tmp_path / "stacks" / "s" / "cdk.tf.json").read_text())
+    files = synthesized["resource"]["proxmox_download_file"]
+    for i, value in enumerate(values):
+        ours, theirs = files[f"ours{i}"]["datastore_id"], files[f"cdktf{i}"]["datastore_id"]
+        assert ours == value.replace("${", "$${").replace("%{", "%%{"), value
+        assert synthesized["output"][f"plain{i}"]["value"] == value, (
+            f"cdktf now escapes a plain string itself ({value!r}): the bindings' escape would be doubled"
+        )
+        if value in RAW_STRING_DIFFERS:
+            assert theirs == RAW_STRING_DIFFERS[value], (
+                f"cdktf's Fn.rawString changed for {value!r} ({theirs!r}): check whether the bindings "
+                "can escape through it now"
+            )
+        else:
+            assert ours == theirs, f"the bindings escape {value!r} unlike cdktf's Fn.rawString ({theirs!r})"
+
+
+# main.py as it runs (its quick exit), and main() left to the interpreter's own exit.
+EXITS = {
+    "quick exit": [str(ROOT / "main.py")],
+    "interpreter's exit": [
+        "-c",
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); import main; sys.exit(main.main())",
+    ],
+}
+
+
+def test_quick_exit_leaves_what_the_interpreters_exit_leaves(tmp_path: Path, example_dir: ConfigDir) -> None:
+    """main.py skips the interpreter's teardown (node_flags.exit_now); jsii's exit hook
+    still stops node and removes the runtime it unpacked into the temporary directory,
+    and the exit code, the messages and the output are those of an ordinary exit."""
+    results = {}
+    for name, args in EXITS.items():
+        tmp = tmp_path / name
+        tmp.mkdir()
+        proc = subprocess.run(
+            [sys.executable, *args],
+            env={**example_dir.env(), "TMPDIR": str(tmp)},
+            cwd=example_dir.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Synthesized stack 'proxmox'" in proc.stdout, name  # flushed before the quick exit
+        assert list(tmp.iterdir()) == [], f"{name}: jsii's temporary files are left"
+        assert processes_mentioning(str(tmp)) == [], f"{name}: jsii's node is still running"
+        stack = example_dir.outdir / "stacks" / "proxmox"
+        results[name] = (proc.returncode, proc.stdout, proc.stderr, sorted(p.name for p in stack.iterdir()))
+        results[name] += ((stack / "cdk.tf.json").read_bytes(),)
+    assert results["quick exit"] == results["interpreter's exit"], "the quick exit changes what a run leaves"
 
 
 def processes_mentioning(text: str) -> list[str]:
