@@ -54,5 +54,5 @@ def own_process_group_for_node() -> bool:
         return True
     if current is not subprocess:
         return False
-    provider.subprocess = _OwnGroupSubprocess()
+    setattr(provider, "subprocess", _OwnGroupSubprocess())  # noqa: B010 (a module's global)
     return True

@@ -60,8 +60,9 @@ class ProxmoxStack(cdktf.TerraformStack):
             cdktf.TerraformStack.prepare_stack(self)
 
     def _has_other_stacks(self) -> bool:
-        stacks = [c for c in self.node.scope.node.children if isinstance(c, cdktf.TerraformStack)]
-        return len(stacks) > 1
+        app = self.node.scope
+        siblings = app.node.children if app is not None else []
+        return sum(isinstance(c, cdktf.TerraformStack) for c in siblings) > 1
 
     def _moved_from_template_layout(self) -> None:
         """State written by the Jinja templates used for_each addresses (and the long,
