@@ -23,6 +23,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from cdktf_runtime import load_cdktf
 from cdktf_runtime.node_flags import exit_now
+from cdktf_runtime.node_group import stop_node
 from config import InfraConfig, load_config
 from exit_codes import REPORTED, report
 from output_dir import is_node_file_error, output_error, staged_output
@@ -65,6 +66,9 @@ def synthesize(config: InfraConfig, outdir: str | None = None) -> Path:
             if not is_node_file_error(exc):
                 raise  # a bug in the app: its traceback helps
             raise output_error(final, exc) from exc
+        except KeyboardInterrupt:
+            stop_node()  # it may still be writing into the staging directory, removed next
+            raise
     return stack_dir / "cdk.tf.json"
 
 

@@ -19,12 +19,17 @@ another way.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import subprocess
 import types
 from typing import Any
 
 JSII_PROVIDER = "jsii._kernel.providers.process"
+
+
+# The node processes started through this (jsii starts one per interpreter).
+_started: list[subprocess.Popen] = []
 
 
 class _OwnGroupSubprocess(types.ModuleType):
@@ -39,7 +44,22 @@ class _OwnGroupSubprocess(types.ModuleType):
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # subprocess.Popen, in a new group
         kwargs.setdefault("process_group", 0)
-        return subprocess.Popen(*args, **kwargs)
+        proc = subprocess.Popen(*args, **kwargs)
+        _started.append(proc)
+        return proc
+
+
+def stop_node(timeout: float = 5.0) -> None:
+    """End jsii's node now rather than at exit, and wait for it: after a Ctrl-C, node
+    (which no longer gets the signal) would go on with the request Python stopped
+    waiting for, e.g. writing the synthesized files. Its input is closed, as jsii's exit
+    hook does (which then finds it closed): node finishes what it is doing and exits."""
+    for proc in _started:
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(OSError):  # node gone already: a broken pipe
+                proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
 
 
 def own_process_group_for_node() -> bool:

@@ -28,10 +28,14 @@ SCHEMATIC_B = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
 def child_pids(pid: int) -> list[int]:
     """The running children of a process, started by any of its threads (from /proc);
     none once it has exited."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []  # exited
     found = []
-    for thread in Path(f"/proc/{pid}/task").glob("*"):
+    for thread in threads:
         try:
-            found += [int(c) for c in (thread / "children").read_text().split()]
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{thread}/children").read_text().split()]
         except OSError:
             continue  # the thread ended meanwhile
     return found
