@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import NoReturn
@@ -37,7 +38,9 @@ def exit_now(code: int) -> NoReturn:
     """Exit after the exit hooks (jsii's stops its node processes and removes its
     temporary files), without the interpreter's teardown: freeing the tens of thousands
     of objects of the cdktf and pydantic modules one by one takes about 0.1 s and
-    leaves nothing behind that the operating system would not reclaim anyway."""
+    leaves nothing behind that the operating system would not reclaim anyway. The run is
+    over: a Ctrl-C now would only break the exit hooks, so it is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -183,7 +183,7 @@ def test_ctrl_c_while_node_starts_and_runs(previous: ConfigDir, tmp_path: Path) 
             assert (code, out, err) == (130, "", "interrupted\n"), f"SIGINT {delay} s after node started"
             assert tree(previous.outdir) == before, delay
         assert leftovers(previous.root) == [] and list(scratch.iterdir()) == [], delay
-    assert interrupted >= len(NODE_DELAYS) // 2, f"only {interrupted} runs were still going at the signal"
+    assert interrupted >= len(NODE_DELAYS) // 4, f"only {interrupted} runs were still going at the signal"
 
 
 def test_node_runs_in_a_process_group_of_its_own(example_dir: ConfigDir) -> None:

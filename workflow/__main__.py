@@ -8,4 +8,8 @@ signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("interrupted\n"), os._
 from workflow.cli import main  # noqa: E402
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(main())
+code = main()
+# The command is over: a Ctrl-C now would only break the exit hooks (jsii stopping node:
+# a KeyboardInterrupt there ends the run with 130 and no message, node left to itself).
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.exit(code)

@@ -141,4 +141,4 @@ def test_ctrl_c_during_task_synth_while_node_runs(workspace: TaskWorkspace) -> N
         assert code == 201, f"{delay} s: go-task's code for a failed command, got {code}"
         assert ours == ["interrupted"], f"SIGINT {delay} s after node started: {err[-3000:]}"
         assert 'task: Failed to run task "synth": exit status 130' in err, err
-    assert interrupted >= len(NODE_DELAYS) // 2, f"only {interrupted} runs were still going at the signal"
+    assert interrupted >= len(NODE_DELAYS) // 4, f"only {interrupted} runs were still going at the signal"
