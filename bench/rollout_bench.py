@@ -8,8 +8,9 @@ Each run starts a fresh fakepve (VMs take --boot-secs simulated seconds to shut 
 again to start, times --time-scale in real time) and a local state, creates the example
 cluster (3 controllers, 3 workers; every node from the role defaults), raises the memory
 of both roles, and applies it either with `python -m workflow apply-auto --yes` (the
-rolling apply) or with `tofu apply`. With the cluster check, a real kube-apiserver and
-etcd (devenv/kube.py) hold one Node per VM (Ready with a new bootID --ready-delay seconds
+rolling apply) or with `tofu apply`. With the cluster check, a real Kubernetes control
+plane (devenv/kube: etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and
+simulated kubelets hold one Node per VM (Ready with a new bootID --ready-delay seconds
 after its VM starts) and a 6-pod ReplicaSet with a PodDisruptionBudget on the workers,
 and the rollout finds the kubeconfig beside cluster.yaml. The kinds alternate run by run
 (interleaved), so all see the same load; reported are the medians, every run and the
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devenv.fakepve import FakePveServer  # noqa: E402
-from devenv.kube import KubeApi, SimulatedKubelets  # noqa: E402
+from devenv.kube import KubeControlPlane, SimulatedKubelets  # noqa: E402
 from devenv.workspace import TofuWorkspace, loopback_cluster, loopback_nodes, prepare_rollout_fake  # noqa: E402
 from workflow.setup_tools import Tools, ensure_tools  # noqa: E402
 
@@ -55,7 +56,7 @@ KINDS = ("one_go", "rolling", "rolling_cluster")
 ROLES = {n["name"]: "controller" if n["controller"] else "worker" for n in loopback_nodes()}
 
 
-def clean(kube: KubeApi) -> None:
+def clean(kube: KubeControlPlane) -> None:
     for path in (
         "/api/v1/nodes",
         "/apis/apps/v1/namespaces/default/replicasets",
@@ -66,7 +67,13 @@ def clean(kube: KubeApi) -> None:
 
 
 def one_run(
-    tmp: Path, tools: Tools, kind: str, boot_secs: float, scale: float, kube: KubeApi, ready_delay: float
+    tmp: Path,
+    tools: Tools,
+    kind: str,
+    boot_secs: float,
+    scale: float,
+    kube: KubeControlPlane,
+    ready_delay: float,
 ) -> float:
     with FakePveServer(time_scale=scale) as pve:
         pve.wait_ready()
@@ -125,7 +132,10 @@ def main() -> int:
     tools = ensure_tools()
     runs: dict[str, list[float]] = {kind: [] for kind in KINDS}
     loads = [os.getloadavg()[0]]
-    with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp, KubeApi(Path(tmp) / "kube") as kube:
+    with (
+        tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp,
+        KubeControlPlane(Path(tmp) / "kube") as kube,
+    ):
         for i in range(args.runs):
             for kind in KINDS:  # interleaved
                 where = Path(tmp) / f"{kind}-{i}"

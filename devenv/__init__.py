@@ -9,7 +9,8 @@ product's own `workflow.setup_tools.ensure_tools`).
 - `devenv.workspace`: `TofuWorkspace`, cluster.yaml/nodes.yaml for a fakepve, synthesize,
   run tofu.
 - `devenv.state_server`: this project's tfstate server on loopback (the one launcher).
-- `devenv.kube`: a real kube-apiserver and etcd with simulated kubelets.
+- `devenv.kube`: a real Kubernetes control plane (etcd, kube-apiserver,
+  kube-controller-manager, kube-scheduler) with simulated kubelets.
 - `devenv.seaweedfs`, `devenv.serial_moto`: S3 servers for the state server's S3 store.
 - `devenv.ports`: free ports; `devenv.scan`: secrets left in files.
 """

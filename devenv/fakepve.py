@@ -53,7 +53,7 @@ For the rolling apply's tests (see `power_log`, `boot_secs`, `talos_addresses`):
   leave no window in which two VMs could be seen down together. `boot_secs` sets the
   simulated seconds a VM takes to shut down and to start (times `time_scale`).
 - A stopped VM's guest agent is gone until the VM runs again (fakepve keeps answering).
-- `power_listeners` are told (VM name, status) of every change, e.g. devenv/kube.py's
+- `power_listeners` are told (VM name, status) of every change, e.g. devenv/kube/kubelets.py's
   simulated kubelets, which keep Kubernetes Nodes in step; `request_listeners` are told
   (method, path) of every request before it is answered, for a fault that must start at
   a precise moment.

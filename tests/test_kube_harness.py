@@ -1,8 +1,10 @@
-"""devenv/kube.py: a real kube-apiserver + etcd on loopback, and simulated kubelets that
-keep Nodes, pods and PodDisruptionBudget status in step with fakepve's VMs.
+"""devenv/kube: a real control plane on loopback (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler), and the simulated kubelets that keep Nodes and
+pods in step with fakepve's VMs.
 
-One API server for the module (its start is the slow part); every test has its own
-fakepve, VM names and namespace, so what an earlier test left in the API is not looked at.
+One control plane for the module (its start is the slow part); every test has its own
+fakepve, VM names and namespace, and deletes its Nodes and DaemonSets afterwards, so the
+controllers and the scheduler of a later test see no Node without a kubelet.
 """
 
 from __future__ import annotations
@@ -25,24 +27,27 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-import devenv.kube
+import devenv.kube.control_plane
 from devenv.fakepve import FakePveServer
-from devenv.kube import KubeApi, SimulatedKubelets
+from devenv.kube import KubeControlPlane, SimulatedKubelets
 from workflow.setup_tools import ToolsError
 
 pytestmark = pytest.mark.e2e
 
 READY_DELAY = 0.6
+# The taints are the node lifecycle controller's: it looks at the Nodes every 0.5 s
+# (devenv/kube/control_plane.py), and on a loaded 2-core machine it can lag a little.
+TAINT_WAIT = 5.0
 _names = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    api = KubeApi(tmp_path_factory.mktemp("kube"))
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane]:
+    api = KubeControlPlane(tmp_path_factory.mktemp("kube"))
     try:
         api.start()
     except ToolsError as exc:
-        pytest.fail(f"the Kubernetes harness needs kube-apiserver and etcd: {exc}", pytrace=False)
+        pytest.fail(f"the Kubernetes harness needs the control plane's binaries: {exc}", pytrace=False)
     try:
         yield api
     finally:
@@ -60,7 +65,7 @@ def prefix() -> str:
 
 @contextlib.contextmanager
 def cluster(
-    kube: KubeApi, prefix: str, vms: dict[str, tuple[str, str]], *, ready_delay: float = READY_DELAY
+    kube: KubeControlPlane, prefix: str, vms: dict[str, tuple[str, str]], *, ready_delay: float = READY_DELAY
 ) -> Iterator[tuple[FakePveServer, SimulatedKubelets, dict[str, int]]]:
     """A fakepve with these VMs (short name -> (role, status)), names prefixed, and the
     simulated kubelets on it. Yields (fakepve, kubelets, full VM name -> vmid)."""
@@ -73,8 +78,23 @@ def cluster(
 
         pve.call(add)
         roles = {f"{prefix}-{short}": role for short, (role, _status) in vms.items()}
-        with SimulatedKubelets(kube, pve, roles, ready_delay=ready_delay, poll=0.05) as kubelets:
-            yield pve, kubelets, ids
+        try:
+            with SimulatedKubelets(kube, pve, roles, ready_delay=ready_delay, poll=0.05) as kubelets:
+                yield pve, kubelets, ids
+        finally:
+            forget(kube, prefix, roles)
+
+
+def forget(kube: KubeControlPlane, prefix: str, nodes: dict[str, str]) -> None:
+    """Delete this test's Nodes (no kubelet posts for them any more) and its DaemonSets."""
+    for name in nodes:
+        assert kube.request("DELETE", f"/api/v1/nodes/{name}")[0] in (200, 404)
+    status, listed = kube.request("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets")
+    assert status == 200, listed
+    for ds in listed["items"]:
+        if ds["metadata"]["name"].startswith(f"{prefix}-"):
+            path = f"/apis/apps/v1/namespaces/kube-system/daemonsets/{ds['metadata']['name']}"
+            assert kube.request("DELETE", path)[0] in (200, 404)
 
 
 def power(pve: FakePveServer, vmid: int, action: str) -> None:
@@ -90,7 +110,7 @@ def power(pve: FakePveServer, vmid: int, action: str) -> None:
         assert response.status == 200
 
 
-def node(kube: KubeApi, name: str) -> dict[str, Any]:
+def node(kube: KubeControlPlane, name: str) -> dict[str, Any]:
     status, body = kube.request("GET", f"/api/v1/nodes/{name}")
     assert status == 200, body
     return body
@@ -107,34 +127,34 @@ UNREACHABLE = {
 }
 
 
-def taints(kube: KubeApi, name: str) -> set[tuple[str, str]]:
+def taints(kube: KubeControlPlane, name: str) -> set[tuple[str, str]]:
     return {(t["key"], t["effect"]) for t in node(kube, name)["spec"].get("taints") or []}
 
 
-def boot_id(kube: KubeApi, name: str) -> str:
+def boot_id(kube: KubeControlPlane, name: str) -> str:
     return str(node(kube, name)["status"]["nodeInfo"]["bootID"])
 
 
-def pods(kube: KubeApi, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+def pods(kube: KubeControlPlane, namespace: str, selector: str = "") -> list[dict[str, Any]]:
     query = f"?labelSelector={selector}" if selector else ""
     status, body = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods{query}")
     assert status == 200, body
     return sorted(body["items"], key=lambda p: p["metadata"]["name"])
 
 
-def get_pod(kube: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+def get_pod(kube: KubeControlPlane, namespace: str, name: str) -> dict[str, Any]:
     status, body = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
     assert status == 200, body
     return body
 
 
-def pdb_status(kube: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+def pdb_status(kube: KubeControlPlane, namespace: str, name: str) -> dict[str, Any]:
     status, body = kube.request("GET", f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}")
     assert status == 200, body
     return dict(body.get("status") or {})
 
 
-def evict(kube: KubeApi, namespace: str, pod: str) -> tuple[int, dict[str, Any]]:
+def evict(kube: KubeControlPlane, namespace: str, pod: str) -> tuple[int, dict[str, Any]]:
     return kube.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction",
@@ -169,7 +189,7 @@ def get_with_kubeconfig(path: Path, api_path: str) -> tuple[int, bytes]:
 # ------------------------------------------------------------------- the API server
 
 
-def test_the_api_is_ready_and_its_etcd_too(kube: KubeApi) -> None:
+def test_the_api_is_ready_and_its_etcd_too(kube: KubeControlPlane) -> None:
     assert kube.url.startswith("https://127.0.0.1:")
     assert kube.request("GET", "/readyz") == (200, {"text": "ok"})
     assert kube.request("GET", "/readyz/etcd") == (200, {"text": "ok"})
@@ -178,7 +198,7 @@ def test_the_api_is_ready_and_its_etcd_too(kube: KubeApi) -> None:
     assert version["gitVersion"] == "v1.34.2"
 
 
-def test_admin_kubeconfig_has_everything_embedded_and_works(kube: KubeApi) -> None:
+def test_admin_kubeconfig_has_everything_embedded_and_works(kube: KubeControlPlane) -> None:
     config = yaml.safe_load(kube.kubeconfig.read_text())
     assert [c["name"] for c in config["contexts"]] == [config["current-context"]]
     (cluster_entry,) = config["clusters"]
@@ -193,7 +213,7 @@ def test_admin_kubeconfig_has_everything_embedded_and_works(kube: KubeApi) -> No
     assert json.loads(body)["metadata"]["name"] == "default"
 
 
-def test_the_official_client_reads_the_admin_kubeconfig(kube: KubeApi, tmp_path: Path) -> None:
+def test_the_official_client_reads_the_admin_kubeconfig(kube: KubeControlPlane, tmp_path: Path) -> None:
     kubernetes = pytest.importorskip("kubernetes")
     from kubernetes.client.exceptions import ApiException
 
@@ -210,19 +230,21 @@ def test_the_official_client_reads_the_admin_kubeconfig(kube: KubeApi, tmp_path:
     assert caught.value.status == 401
 
 
-def test_a_client_certificate_from_another_ca_is_refused_with_401(kube: KubeApi, tmp_path: Path) -> None:
+def test_a_client_certificate_from_another_ca_is_refused_with_401(
+    kube: KubeControlPlane, tmp_path: Path
+) -> None:
     path = kube.write_kubeconfig(tmp_path / "kubeconfig", untrusted_client=True)
     status, body = get_with_kubeconfig(path, "/api/v1/nodes")
     assert status == 401, body
 
 
-def test_a_ca_that_did_not_sign_the_server_fails_tls(kube: KubeApi, tmp_path: Path) -> None:
+def test_a_ca_that_did_not_sign_the_server_fails_tls(kube: KubeControlPlane, tmp_path: Path) -> None:
     path = kube.write_kubeconfig(tmp_path / "kubeconfig", wrong_ca=True)
     with pytest.raises(ssl.SSLCertVerificationError):
         get_with_kubeconfig(path, "/api/v1/nodes")
 
 
-def test_another_server_url_is_unreachable(kube: KubeApi, tmp_path: Path) -> None:
+def test_another_server_url_is_unreachable(kube: KubeControlPlane, tmp_path: Path) -> None:
     with socket.socket() as sock:  # a loopback port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -234,7 +256,7 @@ def test_another_server_url_is_unreachable(kube: KubeApi, tmp_path: Path) -> Non
 # ------------------------------------------------------------------------ the nodes
 
 
-def test_nodes_follow_the_vms_power_state(kube: KubeApi, prefix: str) -> None:
+def test_nodes_follow_the_vms_power_state(kube: KubeControlPlane, prefix: str) -> None:
     vms = {"cp-0": ("controller", "running"), "w-0": ("worker", "running"), "w-1": ("worker", "stopped")}
     with cluster(kube, prefix, vms) as (pve, kubelets, ids):
         cp, w0, w1 = f"{prefix}-cp-0", f"{prefix}-w-0", f"{prefix}-w-1"
@@ -249,19 +271,24 @@ def test_nodes_follow_the_vms_power_state(kube: KubeApi, prefix: str) -> None:
         assert set(first) == {cp, w0}
         assert boot_id(kube, w0) == first[w0]
 
-        assert taints(kube, w0) == set()  # the not-ready taint of its registration is gone
-        assert taints(kube, cp) == {("node-role.kubernetes.io/control-plane", "NoSchedule")}
+        # The node lifecycle controller takes off the not-ready taint of the registration.
+        kubelets.wait(lambda: taints(kube, w0) == set(), TAINT_WAIT, "no taint on a Ready worker")
+        kubelets.wait(
+            lambda: taints(kube, cp) == {("node-role.kubernetes.io/control-plane", "NoSchedule")},
+            TAINT_WAIT,
+            "only the control-plane taint on a Ready controller",
+        )
 
         power(pve, ids[w0], "stop")
         kubelets.wait(lambda: ready(node(kube, w0)) == "Unknown", 2.0, "NotReady at once after the stop")
-        kubelets.wait(lambda: taints(kube, w0) == UNREACHABLE, 1.0, "the unreachable taints")
+        kubelets.wait(lambda: taints(kube, w0) == UNREACHABLE, TAINT_WAIT, "the unreachable taints")
 
         started = time.monotonic()
         power(pve, ids[w0], "start")
         kubelets.wait(lambda: ready(node(kube, w0)) == "True", READY_DELAY + 2, "Ready after the start")
         assert time.monotonic() - started >= READY_DELAY * 0.9
         assert boot_id(kube, w0) == kubelets.boot_ids()[w0] != first[w0]
-        kubelets.wait(lambda: taints(kube, w0) == set(), 1.0, "no unreachable taints once Ready")
+        kubelets.wait(lambda: taints(kube, w0) == set(), TAINT_WAIT, "no unreachable taints once Ready")
         assert boot_id(kube, cp) == first[cp]  # the others did not reboot
 
         power(pve, ids[w1], "start")
@@ -269,7 +296,7 @@ def test_nodes_follow_the_vms_power_state(kube: KubeApi, prefix: str) -> None:
         assert boot_id(kube, w1) not in ("", first[w0])
 
 
-def test_a_cordoned_node_stays_cordoned_across_a_reboot(kube: KubeApi, prefix: str) -> None:
+def test_a_cordoned_node_stays_cordoned_across_a_reboot(kube: KubeControlPlane, prefix: str) -> None:
     with cluster(kube, prefix, {"w-0": ("worker", "running")}) as (pve, kubelets, ids):
         name = f"{prefix}-w-0"
         status, _ = kube.request(
@@ -289,12 +316,12 @@ def test_a_cordoned_node_stays_cordoned_across_a_reboot(kube: KubeApi, prefix: s
         assert node(kube, name)["spec"]["unschedulable"] is True
         kubelets.wait(
             lambda: taints(kube, name) == {("node.kubernetes.io/unschedulable", "NoSchedule")},
-            1.0,
+            TAINT_WAIT,
             "cordon taint",
         )
 
 
-def test_a_change_no_listener_told_of_still_converges(kube: KubeApi, prefix: str) -> None:
+def test_a_change_no_listener_told_of_still_converges(kube: KubeControlPlane, prefix: str) -> None:
     with cluster(kube, prefix, {"w-0": ("worker", "running")}) as (pve, kubelets, ids):
         name = f"{prefix}-w-0"
         before = kubelets.boot_ids()[name]
@@ -313,7 +340,7 @@ def test_a_change_no_listener_told_of_still_converges(kube: KubeApi, prefix: str
         kubelets.wait(lambda: ready(node(kube, name)) == "Unknown", 3, "NotReady from the periodic re-read")
 
 
-def test_a_new_vm_under_the_name_is_no_node_until_it_rejoins(kube: KubeApi, prefix: str) -> None:
+def test_a_new_vm_under_the_name_is_no_node_until_it_rejoins(kube: KubeControlPlane, prefix: str) -> None:
     with cluster(kube, prefix, {"w-0": ("worker", "running")}) as (pve, kubelets, ids):
         name = f"{prefix}-w-0"
         before = kubelets.boot_ids()[name]
@@ -334,7 +361,7 @@ def test_a_new_vm_under_the_name_is_no_node_until_it_rejoins(kube: KubeApi, pref
         )
 
 
-def test_a_node_set_missing_is_deleted_and_stays_away(kube: KubeApi, prefix: str) -> None:
+def test_a_node_set_missing_is_deleted_and_stays_away(kube: KubeControlPlane, prefix: str) -> None:
     vms = {"w-0": ("worker", "running"), "w-1": ("worker", "running")}
     with cluster(kube, prefix, vms) as (_pve, kubelets, _ids):
         kubelets.set_missing(f"{prefix}-w-1")
@@ -346,7 +373,9 @@ def test_a_node_set_missing_is_deleted_and_stays_away(kube: KubeApi, prefix: str
 # ------------------------------------------------------------ pods, PDBs, evictions
 
 
-def test_evictions_respect_the_budget_until_the_replacement_is_ready(kube: KubeApi, prefix: str) -> None:
+def test_evictions_respect_the_budget_until_the_replacement_is_ready(
+    kube: KubeControlPlane, prefix: str
+) -> None:
     ns = prefix
     vms = {
         "cp-0": ("controller", "running"),
@@ -421,7 +450,7 @@ def test_evictions_respect_the_budget_until_the_replacement_is_ready(kube: KubeA
         assert len(pods(kube, "kube-system", f"app={prefix}-exporter")) == 3
 
 
-def test_a_worker_stopped_without_a_drain_is_a_budget_violation(kube: KubeApi, prefix: str) -> None:
+def test_a_worker_stopped_without_a_drain_is_a_budget_violation(kube: KubeControlPlane, prefix: str) -> None:
     ns = prefix
     vms = {"w-0": ("worker", "running"), "w-1": ("worker", "running")}
     with cluster(kube, prefix, vms) as (pve, kubelets, ids):
@@ -437,7 +466,7 @@ def test_a_worker_stopped_without_a_drain_is_a_budget_violation(kube: KubeApi, p
 def test_a_port_taken_between_choosing_and_binding_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = devenv.kube._free_ports
+    real = devenv.kube.control_plane.free_ports
     calls: list[list[int]] = []
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -450,8 +479,8 @@ def test_a_port_taken_between_choosing_and_binding_is_retried(
             calls.append(ports)
             return ports
 
-        monkeypatch.setattr(devenv.kube, "_free_ports", first_one_taken)
-        with KubeApi(tmp_path / "kube") as api:
+        monkeypatch.setattr(devenv.kube.control_plane, "free_ports", first_one_taken)
+        with KubeControlPlane(tmp_path / "kube") as api:
             assert len(calls) == 2
             assert api.request("GET", "/readyz")[0] == 200
     assert "address already in use" in (tmp_path / "kube" / "kube-apiserver.log").read_text()

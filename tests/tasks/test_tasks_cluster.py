@@ -1,7 +1,10 @@
 """The rolling apply with the cluster in view, through `task`, against fakepve and a real
-kube-apiserver and etcd (devenv/kube.py): Nodes follow their VMs' power (Ready with a new
-bootID after each start), workers run a ReplicaSet guarded by a PodDisruptionBudget, a
-DaemonSet, and controllers their mirror pods.
+Kubernetes control plane (devenv/kube: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler) and simulated kubelets: Nodes follow their VMs' power (Ready with a new
+bootID after each start), workers run a ReplicaSet guarded by a PodDisruptionBudget and a
+DaemonSet, controllers their mirror pods. The budget's status is the disruption
+controller's, evicted pods are recreated by the ReplicaSet controller and placed by the
+scheduler, as in a real cluster.
 
 The kubeconfig sits beside cluster.yaml, where the template setup leaves it: found with
 no option, as an operator's would be.
@@ -19,7 +22,7 @@ import pytest
 import yaml
 
 from devenv.fakepve import FakePveServer
-from devenv.kube import KubeApi, SimulatedKubelets
+from devenv.kube import KubeControlPlane, SimulatedKubelets
 from devenv.ports import free_port
 from devenv.workspace import LOOPBACK_NET as NET
 from devenv.workspace import HttpState
@@ -33,12 +36,12 @@ FAST = ("--node-timeout", "30", "--drain-timeout", "30")
 
 
 @pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    with KubeApi(tmp_path_factory.mktemp("kube")) as api:
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane]:
+    with KubeControlPlane(tmp_path_factory.mktemp("kube")) as api:
         yield api
 
 
-def clean(kube: KubeApi) -> None:
+def clean(kube: KubeControlPlane) -> None:
     """Every test starts from an empty cluster: no Nodes, pods, budgets or workloads."""
     for path in (
         "/api/v1/nodes",
@@ -64,7 +67,7 @@ def errors(proc: subprocess.CompletedProcess[str]) -> list[str]:
 class Live(Cluster):
     """The 3 + 3 cluster with its Kubernetes side running."""
 
-    def __init__(self, root: Path, pve: FakePveServer, state: HttpState, kube: KubeApi) -> None:
+    def __init__(self, root: Path, pve: FakePveServer, state: HttpState, kube: KubeControlPlane) -> None:
         super().__init__(root, pve, state)  # created: nothing to roll, no cluster yet
         self.kube = kube
         clean(kube)
@@ -115,7 +118,7 @@ class Live(Cluster):
 
 
 @pytest.fixture
-def live(tmp_path: Path, pve: FakePveServer, state: HttpState, kube: KubeApi) -> Iterator[Live]:
+def live(tmp_path: Path, pve: FakePveServer, state: HttpState, kube: KubeControlPlane) -> Iterator[Live]:
     cluster = Live(tmp_path, pve, state, kube)
     try:
         yield cluster
