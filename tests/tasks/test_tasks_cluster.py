@@ -33,6 +33,12 @@ pytestmark = pytest.mark.e2e
 READY_DELAY = 0.5  # a started VM's Node reports Ready this long after it runs
 ROLES = {n: "controller" for n in CONTROLLERS} | {n: "worker" for n in WORKERS}
 FAST = ("--node-timeout", "30", "--drain-timeout", "30")
+# The drain a budget blocks must time out, but the workers drained before it must finish
+# within the same timeout: three or four pods, one eviction a second (each waits for the
+# previous pod's replacement to be Ready), the last one's 1 s grace period. 3 s were
+# enough for the simulator's own controllers; the real ReplicaSet and disruption
+# controllers and the scheduler take a little longer.
+BLOCKED_DRAIN_TIMEOUT = 8
 
 
 @pytest.fixture(scope="module")
@@ -320,14 +326,15 @@ def test_a_drain_a_budget_blocks_stops_the_rollout_with_the_node_cordoned(live: 
     where = pods["items"][0]["spec"]["nodeName"]
     live.more_memory(controllers=False)
     ok(live.ws.task("infra:plan"))
-    stopped = live.ws.task("infra:apply", "--", "--drain-timeout", "3", "--node-timeout", "30")
+    timeout = BLOCKED_DRAIN_TIMEOUT
+    stopped = live.ws.task("infra:apply", "--", "--drain-timeout", str(timeout), "--node-timeout", "30")
     assert stopped.returncode != 0
     position = WORKERS.index(where)
     rest = ", ".join(WORKERS[position + 1 :])
     line = errors(stopped)
     assert len(line) == 1, stopped.stderr
     assert line[0].startswith(
-        f"error: rollout stopped [{position + 1}/3]: the drain of {where} did not finish within 3 s: "
+        f"error: rollout stopped [{position + 1}/3]: the drain of {where} did not finish within {timeout} s: "
         f"evicting default/{pods['items'][0]['metadata']['name']} was refused: Cannot evict pod as it would "
         "violate the pod's disruption budget."
     ), line
