@@ -10,7 +10,7 @@ The modules, each with what it is:
 
 - control_plane: etcd, kube-apiserver, kube-controller-manager (ReplicaSet, DaemonSet,
   disruption, garbage-collector and node-lifecycle controllers) and kube-scheduler as
-  child processes (process), with their certificates (certificates, on pki) and
+  child processes (process), with their certificates (certificates, on devenv.pki) and
   kubeconfigs (kubeconfig); admin requests through client.
 - kubelets: one simulated kubelet per VM, the one part no binary here plays: Nodes that
   follow fakepve's power state (node_boots), bound pods Running and Ready, mirror pods.

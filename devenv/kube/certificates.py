@@ -1,4 +1,4 @@
-"""The control plane's certificates and keys, made per run (devenv/kube/pki.py).
+"""The control plane's certificates and keys, made per run (devenv/pki.py).
 
 One CA signs the serving certificates (kube-apiserver, kube-controller-manager and
 kube-scheduler, for 127.0.0.1) and the client certificates: the admin in
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from devenv.kube.pki import CertificateAuthority, KeyPair, new_key, pem_key, pem_public_key
+from devenv.pki import CertificateAuthority, KeyPair, new_key, pem_key, pem_public_key
 
 API_SERVER_NAMES = (
     "127.0.0.1",

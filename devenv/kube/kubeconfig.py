@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from devenv.kube.pki import KeyPair
+from devenv.pki import KeyPair
 
 CLUSTER_NAME = "harness"
 

@@ -7,7 +7,8 @@ certificates (`cryptography`), PEM in memory, written to files on request.
     admin.write(directory, "admin")                             # admin.crt, admin.key (0600)
 
 One mechanism for every certificate the harness makes: the Kubernetes control plane's
-(devenv/kube/control_plane.py) and any other loopback TLS server a test runs.
+(devenv/kube/control_plane.py), the state server's TLS tests (tests/server/tls_certs.py) and any
+other loopback TLS server a test runs.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class KeyPair:
 class CertificateAuthority:
     """A self-signed CA (P-256, SHA-256) issuing server and client certificates."""
 
-    def __init__(self, common_name: str, *, now: dt.datetime | None = None) -> None:
+    def __init__(
+        self, common_name: str, *, now: dt.datetime | None = None, validity: dt.timedelta = VALIDITY
+    ) -> None:
         self.now = now or dt.datetime.now(dt.UTC)
         self.key = new_key()
         subject = _name(common_name, None)
@@ -95,7 +98,7 @@ class CertificateAuthority:
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(start + VALIDITY)
+            .not_valid_after(start + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
