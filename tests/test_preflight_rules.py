@@ -6,7 +6,10 @@ and test_tasks_faults.py run the same through `task` against fakepve)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -339,3 +342,19 @@ def test_a_resume_file_of_another_form_is_refused_in_one_line(
         ResumeFile(tmp_path).load()
     assert str(info.value).startswith(f"{tmp_path / FILE} {message}"), str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["--verbose", "${var.x}", "--json=yes"])
+def test_the_preflight_command_refuses_an_unknown_argument_in_one_line(arg: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workflow", "preflight", "--json", arg],
+        cwd=ROOT,
+        env={**os.environ, "CLUSTER_CONFIG": str(tmp_path / "none.yaml")},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: preflight: unknown argument {arg!r} (expected --json)"]
+    assert proc.stdout == ""
